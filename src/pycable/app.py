@@ -1,0 +1,185 @@
+"""The composition root: a :class:`~pycable.config.Config` becomes running components,
+started in dependency order and shut down in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+
+from pycable import __version__
+from pycable.broadcast.http import HttpBroadcaster
+from pycable.broker.base import Broker, HistoryPolicy, NullBroker
+from pycable.config import Config
+from pycable.exceptions import ConfigError
+from pycable.log import setup_logging
+from pycable.node.controller import LocalController
+from pycable.node.node import Node, NodeConfig
+from pycable.protocol.constants import HEALTH_BODY
+from pycable.transport.http import HttpOptions, Route, ServerState
+from pycable.transport.server import Server
+from pycable.transport.ws import WSOptions
+
+__all__ = ["App", "run", "build_broker"]
+
+log = logging.getLogger("pycable.main")
+
+
+def build_broker(config: Config) -> Broker:
+    policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
+    if config.broker == "memory":
+        from pycable.broker.memory import MemoryBroker
+
+        return MemoryBroker(policy, config.sessions_ttl)
+    return NullBroker()
+
+
+def build_controller(config: Config) -> LocalController:
+    secret = config.secret_or_empty
+    return LocalController(
+        jwt_secret=config.jwt_secret or secret,
+        jwt_param=config.jwt_param,
+        enforce_jwt=config.enforce_jwt,
+        noauth=config.noauth or config.public,
+        streams_secret=config.streams_secret or secret,
+        public_streams=config.public_streams or config.public,
+        streams_whisper=config.streams_whisper,
+        streams_presence=config.streams_presence,
+        turbo_secret=(config.turbo_streams_secret or config.streams_secret or secret) if config.turbo_streams else "",
+    )
+
+
+class App:
+    """A configured server: node, broker, broadcasters and listeners."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.presets = config.apply_presets()
+        config.validate()
+        self.broker = build_broker(config)
+        self.controller = build_controller(config)
+        self.node = Node(
+            self.controller,
+            self.broker,
+            config=NodeConfig(sessions_ttl=config.sessions_ttl, disconnect_mode=config.disconnect_mode),
+        )
+        self.state = ServerState(self.node)
+        key = config.effective_broadcast_key
+        bport = config.effective_broadcast_port
+        self.http_broadcaster: HttpBroadcaster | None = None
+        if "http" in config.broadcast_adapter:
+            self.http_broadcaster = HttpBroadcaster(
+                key, config.http_broadcast_path, f"http://{config.host}:{bport}"
+            )
+        ws = WSOptions(
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+            pong_timeout=config.pong_timeout,
+            max_pending=config.ws_max_pending_size,
+            write_timeout=config.ws_write_timeout,
+            pong_all=config.enable_native_pings,
+        )
+        jwt_on = bool(config.jwt_secret or config.secret_or_empty)
+        main = HttpOptions(
+            ws_paths=frozenset(config.path),
+            routes={config.health_path: _health},
+            allowed_origins=tuple(config.allowed_origins),
+            max_conn=config.max_conn,
+            max_message_size=config.max_message_size,
+            headers=tuple(h.lower() for h in config.headers),
+            proxy_cookies=tuple(config.proxy_cookies),
+            version=__version__,
+            ws=ws,
+            jwt_header=f"x-{config.jwt_param}".lower() if jwt_on else "",
+        )
+        extra = None
+        if self.http_broadcaster is not None:
+            route = self._broadcast_route(self.http_broadcaster)
+            if bport == config.port:
+                main.routes[config.http_broadcast_path] = route
+            else:
+                extra = (bport, HttpOptions(ws_paths=frozenset(), routes={config.http_broadcast_path: route,
+                                                                          config.health_path: _health}))
+        self.server = Server(self.state, config.host, config.port, main, extra)
+
+    @staticmethod
+    def _broadcast_route(broadcaster: HttpBroadcaster) -> Route:
+        async def route(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+            return await broadcaster.handle(method, headers.get("authorization"), body)
+
+        return route
+
+    async def start(self) -> None:
+        cfg = self.config
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.info("Starting pycable %s (pid: %d, open file limit: %d)", __version__, os.getpid(), soft)
+        if cfg.loaded_from:
+            log.info("Using configuration from file: %s", cfg.loaded_from)
+        if self.presets:
+            log.info("load presets presets=%s", ",".join(self.presets))
+        if cfg.public:
+            log.warning("Server is running in the public mode")
+        await self.node.start()
+        for line in self.node.describe():
+            log.info("%s", line)
+        if self.http_broadcaster is not None:
+            await self.http_broadcaster.start(self.node)
+        await self.server.start()
+        if self.http_broadcaster is not None:
+            if self.server.extra is not None:
+                self.http_broadcaster.url = f"http://{cfg.host}:{self.server.extra[0]}"
+            else:
+                self.http_broadcaster.url = f"http://{cfg.host}:{self.server.port}"
+            log.info("%s", self.http_broadcaster.describe())
+        for path in cfg.path:
+            log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
+        log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
+
+    async def shutdown(self) -> None:
+        log.info(
+            "Shutting down... (hit Ctrl-C to stop immediately or wait for up to %gs for graceful shutdown)",
+            self.config.shutdown_timeout,
+        )
+        if self.http_broadcaster is not None:
+            await self.http_broadcaster.shutdown()
+        await self.server.shutdown(self.config.shutdown_timeout)
+        await self.node.shutdown()
+
+
+async def _health(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    return 200, HEALTH_BODY
+
+
+async def serve(config: Config) -> int:
+    app = App(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 1
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    await app.shutdown()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    setup_logging(config.log_level, config.log_format)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is an optional extra
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        return runner(serve(config))
+    except ConfigError:
+        raise

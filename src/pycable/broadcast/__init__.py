@@ -1,0 +1,1 @@
+"""Broadcasters: how publications arrive from the application."""

@@ -1,0 +1,1 @@
+"""Brokers: the hot cache of stream history and sessions."""

@@ -1,0 +1,61 @@
+"""A pure in-memory stream history (offsets, limit, TTL). Not task-safe: the owner
+serialises access (the event loop does, since nothing here awaits)."""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+
+from pycable.exceptions import HistoryError
+from pycable.protocol.broadcast import StreamMessage
+
+__all__ = ["MemStream"]
+
+
+class MemStream:
+    """History of one stream.
+
+    Args:
+        limit: at most this many messages are kept (>= 1).
+        ttl: messages older than this many seconds are dropped.
+        start_offset: the last offset of an earlier incarnation of this stream, so that
+            offsets never go back within an epoch.
+    """
+
+    __slots__ = ("limit", "ttl", "offset", "entries")
+
+    def __init__(self, limit: int, ttl: float, start_offset: int = 0) -> None:
+        self.limit = max(1, limit)
+        self.ttl = ttl
+        self.offset = start_offset  # the last offset assigned
+        self.entries: deque[StreamMessage] = deque(maxlen=self.limit)
+
+    def add(self, msg: StreamMessage, epoch: str, now: float) -> StreamMessage:
+        self.offset += 1
+        stored = msg.registered(self.offset, epoch, now)
+        self.entries.append(stored)
+        return stored
+
+    def expire(self, now: float) -> None:
+        entries, cutoff = self.entries, now - self.ttl
+        while entries and entries[0].timestamp < cutoff:
+            entries.popleft()
+
+    def since(self, ts: float, now: float) -> list[StreamMessage]:
+        self.expire(now)
+        return [m for m in self.entries if m.timestamp >= ts]
+
+    def after(self, offset: int, now: float) -> list[StreamMessage]:
+        """Messages with an offset > *offset* (see the broker contract for the errors)."""
+        self.expire(now)
+        if offset > self.offset:
+            raise HistoryError(f"offset {offset} is ahead of the stream (last: {self.offset})")
+        if offset == self.offset:
+            return []
+        if not self.entries:
+            raise HistoryError("the stream's history has expired")
+        low = self.entries[0].offset
+        if offset < low - 1:
+            raise HistoryError(f"offset {offset} is no longer in the history (oldest: {low})")
+        # Offsets in the deque are contiguous (low, low+1, …), so the index is known.
+        return list(islice(self.entries, offset - low + 1, None))

@@ -1,0 +1,327 @@
+"""Configuration: one declaration per option; the CLI flags, ``ANYCABLE_*`` env vars and
+TOML keys are all generated from the fields of :class:`Config` (spec §8).
+
+Precedence: defaults < TOML (``--config-path`` or ``./anycable.toml``) < env < CLI.
+Presets (``--presets=broker``) then change only values that nobody set.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from pycable.broker.base import StreamRule
+from pycable.exceptions import ConfigError
+
+__all__ = ["Config", "option", "GROUPS", "load_config", "parse_stream_rules"]
+
+GROUPS = ("server", "websocket", "auth", "streams", "broadcast", "broker", "pubsub", "redis", "nats", "rpc", "log")
+
+
+def option(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    flag: str | None = None,
+    env: tuple[str, ...] = (),
+    kind: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """Declare an option: its default, help text, ``--help`` group and flag spelling.
+
+    ``flag`` overrides the flag name where AnyCable spells it with hyphens
+    (``health-path``); both spellings are accepted. ``env`` adds aliases (``PORT``).
+    ``kind="list"`` takes comma-separated values.
+    """
+    meta = {"help": help, "group": group, "flag": flag, "env": env, "kind": kind, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # -- server ----------------------------------------------------------------------------
+    host: str = option("localhost", "Server host", "server")
+    port: int = option(8080, "Server port", "server", env=("PORT",))
+    path: list[str] = option(["/cable"], "WebSocket endpoint path(s)", "server", kind="list")
+    health_path: str = option("/health", "Health check endpoint path", "server", flag="health-path")
+    allowed_origins: list[str] = option(
+        [], "Accepted Origin hosts (comma-separated, '*suffix' wildcards); empty allows all", "server", kind="list"
+    )
+    max_conn: int = option(0, "Maximum concurrent WebSocket connections (0: unlimited)", "server", flag="max-conn")
+    shutdown_timeout: float = option(30.0, "Graceful shutdown timeout (seconds)", "server")
+    presets: list[str] = option([], "Configuration presets: broker, none", "server", kind="list")
+    config_path: str = option("", "TOML configuration file (default: ./anycable.toml if present)", "server",
+                              flag="config-path")
+    # -- websocket -------------------------------------------------------------------------
+    ping_interval: float = option(3.0, "Ping interval (seconds); per client: ?pi=", "websocket")
+    ping_timestamp_precision: str = option("s", "Ping timestamp precision; per client: ?ptp=", "websocket",
+                                           choices=("s", "ms", "ns"))
+    pong_timeout: float = option(0.0, "Close ext-protocol clients that send nothing for this long after a ping "
+                                      "(seconds, 0: off)", "websocket")
+    enable_native_pings: bool = option(False, "Enforce the pong timeout on every protocol", "websocket")
+    max_message_size: int = option(65536, "Maximum incoming frame size (bytes); larger closes with 1009", "websocket")
+    ws_max_pending_size: int = option(1 << 20, "Per-connection outgoing buffer cap (bytes); a client over it "
+                                               "is disconnected as too_slow", "websocket")
+    ws_write_timeout: float = option(2.0, "Seconds a closing client may take before its socket is aborted",
+                                     "websocket")
+    # -- auth ------------------------------------------------------------------------------
+    secret: str = option("", "Application secret: fallback for the JWT and streams secrets, base of the "
+                              "broadcast key", "auth")
+    public: bool = option(False, "No authentication, public streams, no broadcast key (development)", "auth")
+    noauth: bool = option(False, "Accept every connection without authentication", "auth")
+    norpc: bool = option(False, "Run without the application RPC", "auth")
+    jwt_secret: str = option("", "Secret for JWT identification (default: --secret)", "auth")
+    jwt_param: str = option("jid", "Query parameter (and X-<param> header) with the JWT", "auth")
+    enforce_jwt: bool = option(False, "Reject connections without a JWT", "auth")
+    # -- streams ---------------------------------------------------------------------------
+    public_streams: bool = option(False, "Allow unsigned $pubsub stream names", "streams")
+    streams_secret: str = option("", "Secret for signed stream names (default: --secret)", "streams")
+    streams_whisper: bool = option(False, "Allow whisper on signed streams", "streams")
+    streams_presence: bool = option(True, "Allow presence on signed streams", "streams")
+    turbo_streams: bool = option(False, "Route Turbo::StreamsChannel (signed names)", "streams")
+    turbo_streams_secret: str = option("", "Secret for Turbo stream names (default: streams secret)", "streams")
+    # -- broadcast -------------------------------------------------------------------------
+    broadcast_adapter: list[str] = option(["http"], "Broadcast adapters (comma-separated): http", "broadcast",
+                                          kind="list")
+    broadcast_key: str = option("", "Key for HTTP broadcasts (default: derived from --secret; 'none' disables)",
+                                "broadcast")
+    http_broadcast_port: int = option(0, "HTTP broadcast port (default: 8090, or the main port when a key is set)",
+                                      "broadcast")
+    http_broadcast_path: str = option("/_broadcast", "HTTP broadcast path", "broadcast")
+    # -- broker ----------------------------------------------------------------------------
+    broker: str = option("none", "Broker: none, memory", "broker", choices=("none", "", "memory", "redis", "nats"))
+    history_limit: int = option(100, "Messages kept per stream", "broker")
+    history_ttl: float = option(300.0, "Seconds a message is kept in a stream's history", "broker")
+    sessions_ttl: float = option(300.0, "Seconds a disconnected session can be restored (0: never)", "broker")
+    stream_history: list[str] = option(
+        [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
+        "broker", kind="rules")
+    # -- pubsub ----------------------------------------------------------------------------
+    pubsub: str = option("none", "Pub/sub adapter for clusters: none", "pubsub")
+    # -- rpc -------------------------------------------------------------------------------
+    rpc_host: str = option("", "Application RPC address (empty: no RPC)", "rpc")
+    headers: list[str] = option(["cookie"], "Request headers passed to the application", "rpc", kind="list")
+    proxy_cookies: list[str] = option([], "Cookies passed to the application (default: all)", "rpc",
+                                      flag="proxy-cookies", kind="list")
+    disconnect_mode: str = option("auto", "Disconnect calls: auto, always, never", "rpc",
+                                  choices=("auto", "always", "never"))
+    # -- log -------------------------------------------------------------------------------
+    log_level: str = option("info", "Log level: debug, info, warn, error", "log",
+                            choices=("debug", "info", "warn", "warning", "error"))
+    log_format: str = option("text", "Log format: text, json", "log", choices=("text", "json"))
+    debug: bool = option(False, "Debug mode (log level debug)", "log")
+
+    #: Names of the options set by TOML, env or CLI (presets only touch the others).
+    explicit: set[str] = field(default_factory=set, repr=False, metadata={"internal": True})
+    #: The TOML file actually loaded, if any.
+    loaded_from: str = field(default="", repr=False, metadata={"internal": True})
+
+    # -- derived values --------------------------------------------------------------------
+
+    @property
+    def effective_broadcast_key(self) -> str:
+        if self.public or self.broadcast_key == "none":
+            return ""
+        if self.broadcast_key:
+            return self.broadcast_key
+        if self.secret and self.secret != "none":
+            from pycable.identity.signed import derive_key
+
+            return derive_key(self.secret, "broadcast-cable")
+        return ""
+
+    @property
+    def effective_broadcast_port(self) -> int:
+        if self.http_broadcast_port:
+            return self.http_broadcast_port
+        return self.port if self.effective_broadcast_key else 8090
+
+    @property
+    def secret_or_empty(self) -> str:
+        return "" if self.secret == "none" else self.secret
+
+    def stream_rules(self) -> tuple[StreamRule, ...]:
+        return parse_stream_rules(self.stream_history)
+
+    def apply_presets(self) -> list[str]:
+        """Apply ``--presets``; returns what was applied, for the log."""
+        applied = []
+        for preset in self.presets:
+            if preset in ("", "none"):
+                continue
+            if preset != "broker":
+                raise ConfigError(f"unknown preset {preset!r} (known: broker, none)")
+            if "broker" not in self.explicit:
+                self.broker = "memory"
+            applied.append(preset)
+        return applied
+
+    def validate(self) -> None:
+        if self.history_limit < 1:
+            raise ConfigError("--history_limit must be at least 1")
+        if self.history_ttl <= 0:
+            raise ConfigError("--history_ttl must be positive")
+        if self.sessions_ttl < 0:
+            raise ConfigError("--sessions_ttl must not be negative")
+        if self.ping_interval <= 0:
+            raise ConfigError("--ping_interval must be positive")
+        if self.max_message_size < 128:
+            raise ConfigError("--max_message_size is too small")
+        for adapter in self.broadcast_adapter:
+            if adapter not in ("http",):
+                raise ConfigError(f"unknown broadcast adapter {adapter!r} (available: http)")
+        if self.broker not in ("none", "", "memory"):
+            raise ConfigError(f"broker {self.broker!r} is not available in this build (available: none, memory)")
+        if self.pubsub not in ("none", ""):
+            raise ConfigError(f"pubsub {self.pubsub!r} is not available in this build (available: none)")
+        if self.rpc_host:
+            raise ConfigError("RPC is not available in this build yet: use --public, --noauth or JWT")
+        self.stream_rules()
+
+
+def parse_stream_rules(entries: list[str]) -> tuple[StreamRule, ...]:
+    """Parse ``pattern=limit:N,ttl:S`` entries (either key may be omitted).
+
+    Example: ``chat/*=limit:1000,ttl:3600`` keeps up to 1,000 messages for an hour in
+    every stream whose name matches ``chat/*``.
+    """
+    rules = []
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        pattern, sep, spec = entry.partition("=")
+        if not sep or not pattern:
+            raise ConfigError(f"bad stream history rule {entry!r}: expected 'pattern=limit:N,ttl:S'")
+        limit: int | None = None
+        ttl: float | None = None
+        for part in spec.split(","):
+            key, _, value = part.strip().partition(":")
+            try:
+                if key == "limit":
+                    limit = int(value)
+                    if limit < 1:
+                        raise ValueError
+                elif key == "ttl":
+                    ttl = float(value)
+                    if ttl <= 0:
+                        raise ValueError
+                else:
+                    raise ConfigError(f"bad stream history rule {entry!r}: unknown key {key!r}")
+            except ValueError:
+                raise ConfigError(f"bad stream history rule {entry!r}: {key} must be positive") from None
+        rules.append(StreamRule(pattern.strip(), limit, ttl))
+    return tuple(rules)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def option_fields() -> list[Any]:
+    return [f for f in fields(Config) if not f.metadata.get("internal")]
+
+
+def flag_names(f: Any) -> list[str]:
+    """Every accepted spelling: ``--health-path`` and ``--health_path``."""
+    names = {f.name, f.name.replace("_", "-")}
+    if f.metadata.get("flag"):
+        names.add(f.metadata["flag"])
+    primary = f.metadata.get("flag") or f.name
+    return ["--" + primary] + sorted("--" + n for n in names if n != primary)
+
+
+def env_names(f: Any) -> list[str]:
+    return ["ANYCABLE_" + f.name.upper(), *f.metadata.get("env", ())]
+
+
+def default_of(f: Any) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def coerce(f: Any, value: Any, source: str) -> Any:
+    """Convert a raw value (string from env/CLI, or a TOML value) to the field's type."""
+    kind = f.metadata.get("kind")
+    default = default_of(f)
+    try:
+        if kind == "rules":
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            return [p for p in str(value).split(";") if p.strip()]
+        if isinstance(default, list):
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            return [p.strip() for p in str(value).split(",") if p.strip()]
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on", ""):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        result = str(value)
+        choices = f.metadata.get("choices")
+        if choices and result not in choices:
+            raise ConfigError(f"{source}: {f.name} must be one of {', '.join(c for c in choices if c)}")
+        return result
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: invalid value {value!r} for {f.name}") from None
+
+
+def _flatten_toml(data: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in GROUPS:
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_config(cli_values: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
+    """Build the config from TOML, env and already-parsed CLI values (name → raw value)."""
+    environ = dict(os.environ) if environ is None else environ
+    cfg = Config()
+    by_name = {f.name: f for f in option_fields()}
+    # Where is the TOML file? CLI, then env, then ./anycable.toml.
+    path = cli_values.get("config_path") or environ.get("ANYCABLE_CONFIG_PATH", "")
+    if not path and os.path.exists("anycable.toml"):
+        path = "anycable.toml"
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = _flatten_toml(tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for key, value in data.items():
+            f = by_name.get(key)
+            if f is None:
+                raise ConfigError(f"{path}: unknown option {key!r}")
+            setattr(cfg, key, coerce(f, value, path))
+            cfg.explicit.add(key)
+        cfg.loaded_from = path
+    for f in option_fields():
+        for env in env_names(f):
+            if env in environ:
+                setattr(cfg, f.name, coerce(f, environ[env], env))
+                cfg.explicit.add(f.name)
+                break
+    for name, value in cli_values.items():
+        f = by_name[name]
+        setattr(cfg, name, coerce(f, value, "--" + name))
+        cfg.explicit.add(name)
+    if cfg.debug:
+        cfg.log_level = "debug"
+    return cfg

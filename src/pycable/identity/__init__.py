@@ -1,0 +1,1 @@
+"""RPC-less identification (JWT) and signed stream names: pure functions, no I/O."""

@@ -1,0 +1,1 @@
+"""Transport-agnostic orchestration: sessions, the hub, the command handlers."""

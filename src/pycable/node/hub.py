@@ -1,0 +1,153 @@
+"""The hub: stream → subscribers index and local fan-out (spec §1.3 "Fan-out per identifier").
+
+Fan-out semantics: a publication is encoded once per distinct identifier (usually one)
+and the same frame bytes are written to every subscriber, synchronously, with no
+per-client ``await``: a client that does not read cannot delay others. The transport caps
+each connection's write buffer (``--ws_max_pending_size``) and closes a client over it
+(``too_slow``); that client catches up from history when it resumes. Publications are
+fanned out one at a time, in arrival order, by one worker that yields to the event loop
+every :data:`YIELD_EVERY` writes so that reads and pings go on during a large fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
+
+from pycable.node.session import Session
+from pycable.protocol import messages
+from pycable.protocol.broadcast import StreamMessage
+from pycable.protocol.delivery import SEND, StreamCursor
+from pycable.protocol.framing import text_frame
+
+__all__ = ["Hub", "frame_for", "YIELD_EVERY"]
+
+log = logging.getLogger("pycable.hub")
+
+YIELD_EVERY = 500
+
+Cursor = StreamCursor[StreamMessage]
+
+
+@lru_cache(maxsize=8192)
+def _encoded_data(data: str) -> bytes:
+    return messages.encode_data(data)
+
+
+@lru_cache(maxsize=8192)
+def frame_for(msg: StreamMessage, identifier: str) -> bytes:
+    """The framed stream message of *msg* for *identifier* (cached: replays to many clients
+    after a mass reconnect hit the cache)."""
+    payload = messages.stream_message(
+        identifier, _encoded_data(msg.data), msg.stream, msg.epoch, msg.offset, msg.broadcast_type
+    )
+    return text_frame(payload)
+
+
+class Hub:
+    """Index of (session, identifier) subscribers per stream, and the fan-out worker."""
+
+    def __init__(self) -> None:
+        #: stream → {(session, identifier): cursor}
+        self.streams: dict[str, dict[tuple[Session, str], Cursor]] = {}
+        self.sessions: dict[str, Session] = {}
+        self.by_identifiers: dict[str, set[Session]] = {}
+        self._queue: deque[StreamMessage] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        #: Called after the worker fanned out a message (tests, metrics).
+        self.on_delivered: Callable[[StreamMessage, int], None] | None = None
+
+    # -- index -------------------------------------------------------------------------------
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.sid] = session
+        if session.identifiers:
+            self.by_identifiers.setdefault(session.identifiers, set()).add(session)
+
+    def remove_session(self, session: Session) -> list[str]:
+        """Forget *session*; returns the streams it was subscribed to (one entry per subscription)."""
+        self.sessions.pop(session.sid, None)
+        group = self.by_identifiers.get(session.identifiers)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self.by_identifiers[session.identifiers]
+        released = []
+        for sub in session.subscriptions.values():
+            for stream in sub.streams:
+                self._remove(stream, session, sub.identifier)
+                released.append(stream)
+        return released
+
+    def subscribe(self, session: Session, identifier: str, stream: str, cursor: Cursor) -> None:
+        self.streams.setdefault(stream, {})[(session, identifier)] = cursor
+
+    def unsubscribe(self, session: Session, identifier: str, stream: str) -> None:
+        self._remove(stream, session, identifier)
+
+    def _remove(self, stream: str, session: Session, identifier: str) -> None:
+        subs = self.streams.get(stream)
+        if subs is not None:
+            subs.pop((session, identifier), None)
+            if not subs:
+                del self.streams[stream]
+
+    def sessions_with_identifiers(self, identifiers: str) -> list[Session]:
+        return list(self.by_identifiers.get(identifiers, ()))
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    def broadcast(self, msg: StreamMessage) -> None:
+        """Queue *msg* for fan-out; returns at once."""
+        if msg.stream not in self.streams:
+            return
+        self._queue.append(msg)
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                msg = queue.popleft()
+                await self._fan_out(msg)
+        finally:
+            self._worker = None
+            if queue:  # appended after the loop's last check
+                self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _fan_out(self, msg: StreamMessage) -> None:
+        subs = self.streams.get(msg.stream)
+        if not subs:
+            return
+        exclude = msg.exclude_socket
+        frames: dict[str, bytes] = {}
+        sent = 0
+        # A snapshot: subscribers may come and go while this yields.
+        for (session, identifier), cursor in list(subs.items()):
+            if exclude is not None and session.sid == exclude:
+                continue
+            if cursor.admit(msg) != SEND:
+                continue
+            frame = frames.get(identifier)
+            if frame is None:
+                frame = frames[identifier] = frame_for(msg, identifier)
+            session.send_frame(frame)
+            sent += 1
+            if sent % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        if self.on_delivered is not None:
+            self.on_delivered(msg, sent)
+
+    def deliver(self, session: Session, identifier: str, cursor: Cursor, msgs: list[StreamMessage]) -> None:
+        """Send replayed or released messages to one subscriber (already cursor-filtered)."""
+        for msg in msgs:
+            session.send_frame(frame_for(msg, identifier))
+
+    def counts(self) -> dict[str, int]:
+        return {"streams": len(self.streams), "sessions": len(self.sessions)}
+
+

@@ -1,0 +1,1 @@
+"""The Action Cable protocol, sans-I/O: no sockets, no event loop, no clock reads."""

@@ -1,0 +1,1 @@
+"""Controllers: how connections are authenticated and channel commands handled."""

@@ -1,0 +1,1 @@
+"""All socket I/O: HTTP, the WebSocket upgrade, frames, timers and write buffers."""

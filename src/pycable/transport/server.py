@@ -1,0 +1,82 @@
+"""Listening sockets and graceful shutdown (spec §1.6 ``server_restart``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pycable.protocol import constants as c
+from pycable.protocol import messages
+from pycable.protocol.framing import text_frame
+from pycable.transport.http import HttpOptions, HttpProtocol, ServerState
+
+__all__ = ["Server"]
+
+log = logging.getLogger("pycable.server")
+
+
+class Server:
+    """Serves one node on the main port and, optionally, a separate HTTP port.
+
+    Args:
+        state: the shared :class:`ServerState`.
+        host, port: the main listener (WebSocket, health, routes).
+        options: main-port options.
+        extra: ``(port, options)`` for a second HTTP-only listener (the broadcast port).
+    """
+
+    def __init__(
+        self,
+        state: ServerState,
+        host: str,
+        port: int,
+        options: HttpOptions,
+        extra: tuple[int, HttpOptions] | None = None,
+    ) -> None:
+        self.state = state
+        self.host = host
+        self.port = port
+        self.options = options
+        self.extra = extra
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        main = await loop.create_server(
+            lambda: HttpProtocol(self.state, self.options), self.host, self.port, backlog=4096, reuse_address=True
+        )
+        self.servers.append(main)
+        self.port = main.sockets[0].getsockname()[1]
+        if self.extra is not None:
+            port, opts = self.extra
+            srv = await loop.create_server(
+                lambda: HttpProtocol(self.state, opts), self.host, port, backlog=1024, reuse_address=True
+            )
+            self.servers.append(srv)
+            self.extra = (srv.sockets[0].getsockname()[1], opts)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, tell every client ``server_restart``, close with 1001, wait."""
+        self.state.shutting_down = True
+        for srv in self.servers:
+            srv.close()
+        frame = text_frame(messages.disconnect(c.SERVER_RESTART, True))
+        conns = list(self.state.connections)
+        for conn in conns:
+            conn.send_frame(frame)
+            conn.close(c.CLOSE_GOING_AWAY, "Server restart")
+        for proto in list(self.state.http):
+            if proto.transport is not None and not proto.busy:
+                proto.transport.close()
+        if self.state.connections:
+            try:
+                await asyncio.wait_for(self.state.drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("%d connections still open after %gs: aborting", len(self.state.connections), timeout)
+        for conn in list(self.state.connections):
+            conn.transport.abort()
+        for srv in self.servers:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
