@@ -9,34 +9,29 @@ import os
 import resource
 import signal
 
-from pycable import __version__
+from pycable import __version__, registry
+from pycable.broadcast.base import Broadcaster
 from pycable.broadcast.http import HttpBroadcaster
-from pycable.broker.base import Broker, HistoryPolicy, NullBroker
+from pycable.broker.base import Broker
 from pycable.config import Config
 from pycable.exceptions import ConfigError
 from pycable.log import setup_logging
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
+from pycable.pubsub.base import Subscriber
 from pycable.transport.http import HttpOptions, Route, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
 
-__all__ = ["App", "run", "build_broker"]
+__all__ = ["App", "run", "build_controller"]
 
 log = logging.getLogger("pycable.main")
 
 
-def build_broker(config: Config) -> Broker:
-    policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
-    if config.broker == "memory":
-        from pycable.broker.memory import MemoryBroker
-
-        return MemoryBroker(policy, config.sessions_ttl)
-    return NullBroker()
-
-
 def build_controller(config: Config) -> LocalController:
+    """The RPC-less chain in front of the application's RPC (when RPC is in use)."""
+    rpc = registry.build("rpc", registry.CONTROLLERS, config.rpc_kind, config) if config.uses_rpc else None
     secret = config.secret_or_empty
     return LocalController(
         jwt_secret=config.jwt_secret or secret,
@@ -48,6 +43,7 @@ def build_controller(config: Config) -> LocalController:
         streams_whisper=config.streams_whisper,
         streams_presence=config.streams_presence,
         turbo_secret=(config.turbo_streams_secret or config.streams_secret or secret) if config.turbo_streams else "",
+        rpc=rpc,
     )
 
 
@@ -58,21 +54,25 @@ class App:
         self.config = config
         self.presets = config.apply_presets()
         config.validate()
-        self.broker = build_broker(config)
+        self.broker: Broker = registry.build("broker", registry.BROKERS, config.broker or "none", config)
+        self.pubsub: Subscriber = registry.build("pubsub", registry.PUBSUBS, config.pubsub or "none", config)
         self.controller = build_controller(config)
         self.node = Node(
             self.controller,
             self.broker,
+            self.pubsub,
             config=NodeConfig(sessions_ttl=config.sessions_ttl, disconnect_mode=config.disconnect_mode),
         )
         self.state = ServerState(self.node)
-        key = config.effective_broadcast_key
         bport = config.effective_broadcast_port
         self.http_broadcaster: HttpBroadcaster | None = None
-        if "http" in config.broadcast_adapter:
-            self.http_broadcaster = HttpBroadcaster(
-                key, config.http_broadcast_path, f"http://{config.host}:{bport}"
-            )
+        self.broadcasters: list[Broadcaster] = []
+        for name in config.broadcast_adapter:
+            broadcaster = registry.build("broadcast adapter", registry.BROADCASTERS, name, config)
+            if isinstance(broadcaster, HttpBroadcaster):
+                self.http_broadcaster = broadcaster
+            else:
+                self.broadcasters.append(broadcaster)
         ws = WSOptions(
             ping_interval=config.ping_interval,
             ping_precision=config.ping_timestamp_precision,
@@ -126,6 +126,9 @@ class App:
             log.info("%s", line)
         if self.http_broadcaster is not None:
             await self.http_broadcaster.start(self.node)
+        for broadcaster in self.broadcasters:
+            await broadcaster.start(self.node)
+            log.info("%s", broadcaster.describe())
         await self.server.start()
         if self.http_broadcaster is not None:
             if self.server.extra is not None:
@@ -144,6 +147,8 @@ class App:
         )
         if self.http_broadcaster is not None:
             await self.http_broadcaster.shutdown()
+        for broadcaster in reversed(self.broadcasters):
+            await broadcaster.shutdown()
         await self.server.shutdown(self.config.shutdown_timeout)
         await self.node.shutdown()
 

@@ -86,7 +86,8 @@ class Config:
     turbo_streams: bool = option(False, "Route Turbo::StreamsChannel (signed names)", "streams")
     turbo_streams_secret: str = option("", "Secret for Turbo stream names (default: streams secret)", "streams")
     # -- broadcast -------------------------------------------------------------------------
-    broadcast_adapter: list[str] = option(["http"], "Broadcast adapters (comma-separated): http", "broadcast",
+    broadcast_adapter: list[str] = option(["http"], "Broadcast adapters (comma-separated): http, redisx, redis, "
+                                                    "nats", "broadcast",
                                           kind="list")
     broadcast_key: str = option("", "Key for HTTP broadcasts (default: derived from --secret; 'none' disables)",
                                 "broadcast")
@@ -94,7 +95,7 @@ class Config:
                                       "broadcast")
     http_broadcast_path: str = option("/_broadcast", "HTTP broadcast path", "broadcast")
     # -- broker ----------------------------------------------------------------------------
-    broker: str = option("none", "Broker: none, memory", "broker", choices=("none", "", "memory", "redis", "nats"))
+    broker: str = option("none", "Broker: none, memory, redis, nats", "broker", choices=("none", "", "memory", "redis", "nats"))
     history_limit: int = option(100, "Messages kept per stream", "broker")
     history_ttl: float = option(300.0, "Seconds a message is kept in a stream's history", "broker")
     sessions_ttl: float = option(300.0, "Seconds a disconnected session can be restored (0: never)", "broker")
@@ -102,9 +103,49 @@ class Config:
         [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
         "broker", kind="rules")
     # -- pubsub ----------------------------------------------------------------------------
-    pubsub: str = option("none", "Pub/sub adapter for clusters: none", "pubsub")
+    pubsub: str = option("none", "Pub/sub adapter for clusters: none, redis, nats", "pubsub")
+    # -- redis -----------------------------------------------------------------------------
+    redis_url: str = option("redis://localhost:6379", "Redis URL (redis:// or rediss://)", "redis",
+                            env=("REDIS_URL",))
+    redis_sentinels: list[str] = option([], "Redis Sentinel addresses (host:port, comma-separated)", "redis",
+                                        kind="list")
+    redis_sentinel_master: str = option("mymaster", "Redis Sentinel master name", "redis")
+    redis_channel: str = option("__anycable__", "Channel of the legacy redis broadcaster", "redis")
+    redis_pubsub_channel: str = option("__anycable_internal__", "Channel for remote commands of the redis "
+                                                                "pub/sub", "redis")
+    redis_prefix: str = option("", "Prefix for every key the Redis broker writes (isolation)", "redis")
+    redisx_stream: str = option("__anycable__", "Redis Stream read by the redisx broadcaster", "redis")
+    redisx_group: str = option("bx", "Consumer group of the redisx broadcaster", "redis")
+    redisx_read_block_milliseconds: int = option(2000, "Blocking read timeout of the redisx broadcaster (ms)",
+                                                 "redis")
+    # -- nats ------------------------------------------------------------------------------
+    nats_servers: str = option("nats://127.0.0.1:4222", "NATS servers (comma-separated)", "nats",
+                               env=("NATS_URL",))
+    nats_channel: str = option("__anycable__", "Subject of the legacy nats broadcaster", "nats")
+    nats_pubsub_channel: str = option("__anycable_internal__", "Subject for remote commands of the nats pub/sub",
+                                      "nats")
+    nats_prefix: str = option("", "Prefix for every NATS subject, stream and bucket (isolation)", "nats")
+    embed_nats: bool = option(False, "Run an embedded NATS server (needs the nats extra)", "nats")
+    enats_addr: str = option("nats://127.0.0.1:4222", "Embedded NATS client address", "nats")
+    enats_cluster: str = option("", "Embedded NATS cluster address (e.g. nats://0.0.0.0:5222)", "nats")
+    enats_cluster_name: str = option("anycable-cluster", "Embedded NATS cluster name", "nats")
+    enats_cluster_routes: list[str] = option([], "Embedded NATS cluster routes (comma-separated)", "nats",
+                                             kind="list")
+    enats_gateway: str = option("", "Embedded NATS gateway address", "nats")
+    enats_gateways: str = option("", "Embedded NATS gateways (name:url,url;name2:url)", "nats")
+    enats_store_dir: str = option("", "Embedded NATS JetStream store directory", "nats")
+    enats_server_name: str = option("", "Embedded NATS server name", "nats")
     # -- rpc -------------------------------------------------------------------------------
-    rpc_host: str = option("", "Application RPC address (empty: no RPC)", "rpc")
+    rpc_host: str = option("localhost:50051", "Application RPC address: http(s)://… for HTTP RPC, else gRPC",
+                           "rpc")
+    rpc_impl: str = option("", "RPC implementation: grpc, http (default: from the --rpc_host scheme)", "rpc")
+    rpc_concurrency: int = option(28, "Maximum RPC calls in flight", "rpc")
+    rpc_request_timeout: int = option(0, "Per-attempt RPC deadline (ms, 0: none for gRPC, 3000 for HTTP)", "rpc")
+    rpc_command_timeout: int = option(3000, "Total time for an RPC call with retries (ms)", "rpc")
+    rpc_enable_tls: bool = option(False, "Use TLS for gRPC", "rpc")
+    http_rpc_secret: str = option("", "Secret for HTTP RPC (default: derived from --secret)", "rpc")
+    rpc_restore: bool = option(False, "Notify the application (Restore call) when a session is restored", "rpc")
+    disconnect_rate: int = option(100, "Disconnect calls per second", "rpc")
     headers: list[str] = option(["cookie"], "Request headers passed to the application", "rpc", kind="list")
     proxy_cookies: list[str] = option([], "Cookies passed to the application (default: all)", "rpc",
                                       flag="proxy-cookies", kind="list")
@@ -172,16 +213,29 @@ class Config:
             raise ConfigError("--ping_interval must be positive")
         if self.max_message_size < 128:
             raise ConfigError("--max_message_size is too small")
+        from pycable import registry
+
         for adapter in self.broadcast_adapter:
-            if adapter not in ("http",):
-                raise ConfigError(f"unknown broadcast adapter {adapter!r} (available: http)")
-        if self.broker not in ("none", "", "memory"):
-            raise ConfigError(f"broker {self.broker!r} is not available in this build (available: none, memory)")
-        if self.pubsub not in ("none", ""):
-            raise ConfigError(f"pubsub {self.pubsub!r} is not available in this build (available: none)")
-        if self.rpc_host:
-            raise ConfigError("RPC is not available in this build yet: use --public, --noauth or JWT")
+            registry.check("broadcast adapter", registry.BROADCASTERS, adapter)
+        registry.check("broker", registry.BROKERS, self.broker or "none")
+        registry.check("pubsub", registry.PUBSUBS, self.pubsub or "none")
+        if self.uses_rpc:
+            registry.check("rpc implementation", registry.CONTROLLERS, self.rpc_kind)
         self.stream_rules()
+
+    @property
+    def uses_rpc(self) -> bool:
+        """RPC is off with --norpc, and in the RPC-less modes unless --rpc_host was given."""
+        if self.norpc:
+            return False
+        rpc_less = self.public or self.noauth or self.enforce_jwt
+        return bool(self.rpc_host) and (not rpc_less or "rpc_host" in self.explicit)
+
+    @property
+    def rpc_kind(self) -> str:
+        if self.rpc_impl:
+            return self.rpc_impl
+        return "http" if self.rpc_host.startswith(("http://", "https://")) else "grpc"
 
 
 def parse_stream_rules(entries: list[str]) -> tuple[StreamRule, ...]:

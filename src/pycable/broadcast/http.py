@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -15,7 +16,10 @@ from pycable.broadcast.base import Broadcaster, BroadcastHandler
 from pycable.exceptions import BroadcastError, BroadcastFormatError, BrokerError
 from pycable.protocol.broadcast import parse_broadcast
 
-__all__ = ["HttpBroadcaster"]
+if TYPE_CHECKING:
+    from pycable.config import Config
+
+__all__ = ["HttpBroadcaster", "from_config"]
 
 log = logging.getLogger("pycable.broadcast")
 
@@ -81,8 +85,10 @@ class HttpBroadcaster:
         return 201, b""
 
 
-if __debug__:
-    from typing import TYPE_CHECKING
+def from_config(config: Config) -> HttpBroadcaster:
+    """Mounted by the app on the main port when a key is set, else on its own port."""
+    return HttpBroadcaster(config.effective_broadcast_key, config.http_broadcast_path)
 
-    if TYPE_CHECKING:
-        _: type[Broadcaster] = HttpBroadcaster
+
+if TYPE_CHECKING:
+    _: type[Broadcaster] = HttpBroadcaster

@@ -22,16 +22,22 @@ class MemStream:
             offsets never go back within an epoch.
     """
 
-    __slots__ = ("limit", "ttl", "offset", "entries")
+    __slots__ = ("limit", "ttl", "offset", "entries", "updated")
 
     def __init__(self, limit: int, ttl: float, start_offset: int = 0) -> None:
         self.limit = max(1, limit)
         self.ttl = ttl
         self.offset = start_offset  # the last offset assigned
         self.entries: deque[StreamMessage] = deque(maxlen=self.limit)
+        self.updated = 0.0  # when the last message was added
+
+    def idle(self, now: float) -> bool:
+        """Empty and untouched for 10 TTLs: its offset alone is worth keeping (as the floor)."""
+        return not self.entries and now > self.updated + 10 * self.ttl
 
     def add(self, msg: StreamMessage, epoch: str, now: float) -> StreamMessage:
         self.offset += 1
+        self.updated = now
         stored = msg.registered(self.offset, epoch, now)
         self.entries.append(stored)
         return stored

@@ -177,3 +177,7 @@ if __debug__:
 
     if TYPE_CHECKING:
         _: type[Broker] = NullBroker
+
+
+def null_from_config(config: object) -> NullBroker:
+    return NullBroker()

@@ -7,22 +7,28 @@ import heapq
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pycable.broker._stream import MemStream
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import HistoryError
 from pycable.protocol.broadcast import StreamMessage
 
-__all__ = ["MemoryBroker"]
+if TYPE_CHECKING:
+    from pycable.config import Config
+
+__all__ = ["MemoryBroker", "from_config"]
 
 
 class MemoryBroker:
     """In-memory broker: a random epoch per start, per-stream :class:`MemStream` histories.
 
     Memory stays bounded: an expiry pass every ``sweep_interval`` seconds drops expired
-    messages, streams that are empty and have no local subscribers, and expired sessions.
+    messages, expired sessions, and streams that have no local subscribers and have been
+    empty for 10 TTLs (until then an up-to-date client is still confirmed, decision 2).
     A dropped stream's last offset is folded into ``offset_floor``, and a stream created
-    later starts above it, so offsets never go back within the epoch.
+    later starts above it, so offsets never go back within the epoch (new streams may
+    then start above 1: offsets may jump, they never repeat).
     """
 
     supports_history = True
@@ -137,7 +143,7 @@ class MemoryBroker:
         for name in list(self.streams):
             mem = self.streams[name]
             mem.expire(now)
-            if not mem.entries and name not in self.refs:
+            if mem.idle(now) and name not in self.refs:
                 self.offset_floor = max(self.offset_floor, mem.offset)
                 del self.streams[name]
         deadlines, sessions = self._deadlines, self.sessions
@@ -166,8 +172,10 @@ class MemoryBroker:
             self.expire(self.clock())
 
 
-if __debug__:
-    from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    _: type[Broker] = MemoryBroker
 
-    if TYPE_CHECKING:
-        _: type[Broker] = MemoryBroker
+
+def from_config(config: Config) -> MemoryBroker:
+    policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
+    return MemoryBroker(policy, config.sessions_ttl)
