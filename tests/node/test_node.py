@@ -1,0 +1,292 @@
+"""The node over recording connections: subscribe, history, restore, exactly-once.
+
+These run on an event loop (the broker API is async) but with no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from contract.backends.memory import FakeClock
+from pycable.broker.base import HistoryPolicy
+from pycable.broker.memory import MemoryBroker
+from pycable.node.controller import LocalController
+from pycable.node.node import Node, NodeConfig
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage
+from pycable.testing import connect_session, send
+
+IDENT = json.dumps({"channel": "$pubsub", "stream_name": "chat"})
+IDENT2 = json.dumps({"channel": "$pubsub", "stream_name": "news"})
+
+
+@pytest.fixture
+async def setup():
+    clock = FakeClock()
+    broker = MemoryBroker(HistoryPolicy(limit=5, ttl=60), sessions_ttl=60, clock=clock)
+    node = Node(LocalController(noauth=True, public_streams=True), broker, config=NodeConfig(sessions_ttl=60))
+    await node.start()
+    yield node, broker, clock
+    await node.shutdown()
+
+
+async def publish(node: Node, stream: str, *datas: str) -> None:
+    await node.handle_broadcast([StreamMessage(stream, d) for d in datas])
+    await drain(node)
+
+
+async def drain(node: Node) -> None:
+    """Wait until the hub's fan-out worker is idle (an event, not a timer)."""
+    while node.hub._worker is not None:
+        await asyncio.shield(node.hub._worker)
+
+
+def offsets(conn, stream=None):
+    return [m["offset"] for m in conn.stream_messages() if stream is None or m["stream_id"] == stream]
+
+
+class TestSubscribe:
+    async def test_welcome_confirm_and_live_message(self, setup):
+        node, broker, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", '{"a":1}')
+        assert conn.messages == [
+            {"type": "welcome", "sid": "s1"},
+            {"type": "confirm_subscription", "identifier": IDENT},
+            {"identifier": IDENT, "message": {"a": 1}, "stream_id": "chat", "epoch": broker.epoch, "offset": 1},
+        ]
+
+    async def test_duplicate_subscribe_is_ignored(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", "1")
+        types = [m.get("type") for m in conn.messages]
+        assert types.count("confirm_subscription") == 1
+        assert offsets(conn) == [1], "one copy per (session, identifier)"
+
+    async def test_same_stream_under_two_identifiers_gets_two_copies(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        other = json.dumps({"channel": "$pubsub", "stream_name": "chat", "x": 1})
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await send(node, s, {"command": "subscribe", "identifier": other})
+        await publish(node, "chat", "1")
+        assert sorted(m["identifier"] for m in conn.stream_messages()) == sorted([IDENT, other])
+
+    async def test_subscribe_with_history_orders_confirm_replay_confirm_history(self, setup):
+        node, broker, clock = setup
+        await publish(node, "chat", "1", "2")
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT, "history": {"since": clock.now - 30}})
+        types = [m.get("type", "msg") for m in conn.messages]
+        assert types == ["welcome", "confirm_subscription", "msg", "msg", "confirm_history"]
+        assert offsets(conn) == [1, 2]
+
+    async def test_unsubscribe_stops_delivery(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await send(node, s, {"command": "unsubscribe", "identifier": IDENT})
+        await publish(node, "chat", "1")
+        assert conn.stream_messages() == []
+        assert node.hub.streams == {}
+
+    async def test_rejected_subscription(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        bad = json.dumps({"channel": "Unknown"})
+        await send(node, s, {"command": "subscribe", "identifier": bad})
+        assert conn.messages[-1] == {"type": "reject_subscription", "identifier": bad}
+        assert s.subscriptions == {}
+
+
+class TestHistory:
+    async def test_offset_history_and_edge_cases(self, setup):
+        """Spec §9.5 cases 1, 2, 4, 5 on one stream (limit 5)."""
+        node, broker, clock = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", *[str(i) for i in range(1, 8)])  # offsets 1..7, low 3
+        e = broker.epoch
+
+        async def ask(history):
+            conn.clear()
+            await send(node, s, {"command": "history", "identifier": IDENT, "history": history})
+            return [m.get("type", m.get("offset")) for m in conn.messages]
+
+        # Already delivered live: the cursor never sends an offset twice (decision 6).
+        assert await ask({"streams": {"chat": {"epoch": e, "offset": 2}}}) == ["confirm_history"]
+        assert await ask({"streams": {"chat": {"epoch": "nope", "offset": 2}}}) == ["reject_history"]
+        assert await ask({"streams": {"chat": {"epoch": e, "offset": 1}}}) == ["reject_history"]
+        assert await ask({"streams": {"chat": {"epoch": e, "offset": 99}}}) == ["reject_history"]
+        assert await ask({"streams": {"chat": {"epoch": e, "offset": 7}}}) == ["confirm_history"]
+        assert await ask({"since": "yesterday"}) == ["reject_history"]
+        assert await ask({}) == [], "an empty request is ignored"
+        s2, conn2 = await connect_session(node, "s2")
+        await send(node, s2, {"command": "subscribe", "identifier": IDENT2, "history": {"since": 1}})
+        assert [m.get("type") for m in conn2.messages][-1] == "confirm_history"  # unknown stream by since
+
+    async def test_second_client_gets_exactly_the_missing_messages(self, setup):
+        node, broker, _ = setup
+        await publish(node, "chat", "1", "2", "3")
+        s, conn = await connect_session(node, "s2")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT,
+                             "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 1}}}})
+        assert offsets(conn) == [2, 3]
+        assert conn.messages[-1] == {"type": "confirm_history", "identifier": IDENT}
+
+    async def test_history_for_unknown_subscription_is_ignored(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "history", "identifier": IDENT, "history": {"since": 1}})
+        assert len(conn.messages) == 1
+
+    async def test_transient_messages_are_live_only(self, setup):
+        node, broker, clock = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await node.handle_broadcast([StreamMessage("chat", "1"), StreamMessage("chat", "t", transient=True),
+                                     StreamMessage("chat", "2")])
+        await drain(node)
+        live = conn.stream_messages()
+        assert [m.get("offset") for m in live] == [1, None, 2]
+        assert [m.offset for m in await broker.history_since("chat", 0)] == [1, 2]
+
+
+class TestRestore:
+    async def test_restore_without_resubscribing_and_exactly_once(self, setup):
+        """Spec §9.4/§9.5 12: restored welcome, no confirm, held live + replay exactly once."""
+        node, broker, _ = setup
+        s, conn = await connect_session(node, "old")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await send(node, s, {"command": "subscribe", "identifier": IDENT2})
+        await publish(node, "chat", "1", "2")
+        await node.disconnect(s)
+        await publish(node, "chat", "3", "4")  # missed while away
+        s2, conn2 = await connect_session(node, "new", prev_sid="old")
+        welcome = conn2.messages[0]
+        assert welcome["restored"] is True and welcome["sid"] == "new"
+        assert sorted(welcome["restored_ids"]) == sorted([IDENT, IDENT2])
+        await publish(node, "chat", "5")  # live, before the client's history request: held
+        assert conn2.stream_messages() == []
+        await send(node, s2, {"command": "history", "identifier": IDENT,
+                              "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 2}}}})
+        await publish(node, "chat", "6")
+        assert offsets(conn2) == [3, 4, 5, 6]
+        assert not any(m.get("type") == "confirm_subscription" for m in conn2.messages)
+        # The new sid can itself be restored; the old one still works within the TTL (§9.5 13).
+        await node.disconnect(s2)
+        s3, conn3 = await connect_session(node, "newer", prev_sid="new")
+        assert conn3.messages[0].get("restored") is True
+        s4, conn4 = await connect_session(node, "again", prev_sid="old")
+        assert conn4.messages[0].get("restored") is True
+
+    async def test_hold_is_released_without_a_history_command(self, setup):
+        node, _, _ = setup
+        node.config.restore_hold = 0.05
+        s, conn = await connect_session(node, "old")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await node.disconnect(s)
+        s2, conn2 = await connect_session(node, "new", prev_sid="old")
+        await publish(node, "chat", "1")
+        assert conn2.stream_messages() == []
+        await asyncio.sleep(0.1)  # the hold timeout itself is what is tested here
+        assert offsets(conn2) == [1]
+
+    async def test_unknown_expired_or_disabled_sessions_connect_normally(self, setup):
+        """Spec §9.5 cases 6, 7, 8."""
+        node, broker, clock = setup
+        _, conn = await connect_session(node, "a", prev_sid="never-seen")
+        assert conn.messages == [{"type": "welcome", "sid": "a"}]
+        s, _ = await connect_session(node, "b")
+        await node.disconnect(s)
+        clock.now += 61
+        _, conn = await connect_session(node, "c", prev_sid="b")
+        assert "restored" not in conn.messages[0]
+        _, conn = await connect_session(node, "d", ext=False, prev_sid="b")
+        assert "restored" not in conn.messages[0]
+
+    async def test_malformed_cache_entry_falls_back_to_connect(self, setup):
+        node, broker, _ = setup
+        await broker.commit_session("bad", b"{not json")
+        _, conn = await connect_session(node, "x", prev_sid="bad")
+        assert conn.messages == [{"type": "welcome", "sid": "x"}]
+
+    async def test_sessions_ttl_zero_disables_restore(self):
+        broker = MemoryBroker(sessions_ttl=0)
+        node = Node(LocalController(noauth=True, public_streams=True), broker, config=NodeConfig(sessions_ttl=0))
+        await node.start()
+        s, _ = await connect_session(node, "a")
+        assert not s.resumable
+        await node.disconnect(s)
+        _, conn = await connect_session(node, "b", prev_sid="a")
+        assert "restored" not in conn.messages[0]
+        await node.shutdown()
+
+
+class TestBroadcastFeatures:
+    async def test_exclude_socket(self, setup):
+        node, _, _ = setup
+        a, ca = await connect_session(node, "a")
+        b, cb = await connect_session(node, "b")
+        for s in (a, b):
+            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await node.handle_broadcast([StreamMessage("chat", "1", exclude_socket="a")])
+        await drain(node)
+        assert ca.stream_messages() == [] and len(cb.stream_messages()) == 1
+
+    async def test_whisper_reaches_others_only(self, setup):
+        node, broker, _ = setup
+        a, ca = await connect_session(node, "a")
+        b, cb = await connect_session(node, "b")
+        for s in (a, b):
+            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await send(node, a, {"command": "whisper", "identifier": IDENT, "data": {"typing": True}})
+        await drain(node)
+        assert ca.stream_messages() == []
+        assert cb.stream_messages() == [{"identifier": IDENT, "message": {"typing": True}}]
+        assert await broker.history_since("chat", 0) == []
+
+    async def test_remote_disconnect_closes_every_matching_session(self, setup):
+        node, _, _ = setup
+        node.controller.noauth = False
+        node.controller.jwt_secret = ""
+        a, ca = await connect_session(node, "a")
+        assert ca.closed is not None  # no auth configured now: unauthorized
+        node.controller.noauth = True
+        a, ca = await connect_session(node, "a")
+        b, cb = await connect_session(node, "b")
+        a.identifiers = b.identifiers = "same"
+        node.hub.by_identifiers = {"same": {a, b}}
+        node.handle_remote_command(RemoteCommand("disconnect", "same", True))
+        for c in (ca, cb):
+            assert c.messages[-1] == {"type": "disconnect", "reason": "remote", "reconnect": True}
+            assert c.closed == (1000, "Closed remotely")
+
+
+class TestBoundedMemory:
+    async def test_churn_returns_internal_counts_to_zero(self, setup):
+        node, broker, clock = setup
+        for round_ in range(5):
+            sessions = []
+            for i in range(20):
+                s, _ = await connect_session(node, f"s{round_}-{i}")
+                ident = json.dumps({"channel": "$pubsub", "stream_name": f"room-{i}"})
+                await send(node, s, {"command": "subscribe", "identifier": ident})
+                sessions.append(s)
+                await node.handle_broadcast([StreamMessage(f"room-{i}", "x")])
+            await drain(node)
+            for s in sessions:
+                await node.disconnect(s)
+        assert node.hub.counts() == {"streams": 0, "sessions": 0}
+        assert broker.counts()["refs"] == 0
+        clock.now += 60 * 11  # past the history TTL, the sessions TTL and 10 TTLs of idleness
+        broker.expire(clock.now)
+        assert broker.counts() == {"streams": 0, "messages": 0, "sessions": 0, "refs": 0}
+        again = await broker.register(StreamMessage("room-1", "x"))
+        assert again.offset > 1, "offsets never go back within an epoch"
