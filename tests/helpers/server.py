@@ -98,6 +98,7 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
+        self._log.close()
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -108,6 +109,7 @@ class ServerProcess:
             self.proc.wait(5)
 
     def kill(self) -> None:
+        self._log.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
