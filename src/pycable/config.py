@@ -286,7 +286,7 @@ def flag_names(f: Any) -> list[str]:
     if f.metadata.get("flag"):
         names.add(f.metadata["flag"])
     primary = f.metadata.get("flag") or f.name
-    return ["--" + primary] + sorted("--" + n for n in names if n != primary)
+    return ["--" + primary, *sorted("--" + n for n in names if n != primary)]
 
 
 def env_names(f: Any) -> list[str]:

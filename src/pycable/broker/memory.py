@@ -148,7 +148,7 @@ class MemoryBroker:
                 del self.streams[name]
         deadlines, sessions = self._deadlines, self.sessions
         while deadlines and deadlines[0][0] <= now:
-            deadline, sid = heapq.heappop(deadlines)
+            _, sid = heapq.heappop(deadlines)
             found = sessions.get(sid)
             if found is not None and found[1] <= now:
                 del sessions[sid]

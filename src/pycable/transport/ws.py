@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
@@ -126,9 +126,11 @@ class WebSocketConnection(asyncio.Protocol):
         proto = self.proto
         proto.receive_data(data)
         for event in proto.events_received():
+            if not isinstance(event, Frame):
+                continue
             opcode = event.opcode
             if opcode is Opcode.TEXT:
-                self._on_text(event.data)
+                self._on_text(bytes(event.data))
             elif opcode is Opcode.BINARY:
                 self._malformed("binary frame on a JSON protocol")
             # PING/PONG/CLOSE are answered by the protocol itself.
