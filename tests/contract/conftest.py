@@ -8,9 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+
 from contract import backends
 from contract.backends.handle import BrokerHandle
-
 from pycable.broker.base import HistoryPolicy
 
 BACKENDS = sorted(

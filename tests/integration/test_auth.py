@@ -7,9 +7,9 @@ import json
 import time
 
 import pytest
+
 from helpers.client import CableClient, ident
 from helpers.server import ServerProcess
-
 from pycable.identity.jwt import encode_jwt
 from pycable.identity.signed import sign_stream
 

@@ -8,10 +8,11 @@ import signal
 import uuid
 
 import pytest
-from helpers.client import CableClient, ident
-from helpers.server import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from helpers.client import CableClient, ident
+from helpers.server import ServerProcess
 
 
 def unique() -> str:

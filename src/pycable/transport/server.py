@@ -71,12 +71,12 @@ class Server:
         if self.state.connections:
             try:
                 await asyncio.wait_for(self.state.drained.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%d connections still open after %gs: aborting", len(self.state.connections), timeout)
         for conn in list(self.state.connections):
             conn.transport.abort()
         for srv in self.servers:
             try:
                 await asyncio.wait_for(srv.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

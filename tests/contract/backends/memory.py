@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from contract.backends.handle import BrokerHandle
-
 from pycable.broker.base import HistoryPolicy
 from pycable.broker.memory import MemoryBroker
 
