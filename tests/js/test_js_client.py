@@ -46,9 +46,10 @@ def _require_node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("`node` is not on PATH: the JS client tests need Node 20 (do not skip them)")
-    if not (JS_DIR / "node_modules" / "@anycable" / "core" / "package.json").is_file() or not (
-        JS_DIR / "node_modules" / "ws" / "package.json"
-    ).is_file():
+    if (
+        not (JS_DIR / "node_modules" / "@anycable" / "core" / "package.json").is_file()
+        or not (JS_DIR / "node_modules" / "ws" / "package.json").is_file()
+    ):
         pytest.fail(
             "tests/js/node_modules is missing @anycable/core or ws: run `cd tests/js && npm install` "
             "(`make test` does it before pytest)"
@@ -130,7 +131,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANYCABLE_")}
         env["PYTHONUNBUFFERED"] = "1"
         self.starts += 1
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"=== start #{self.starts}: {' '.join(self.argv())}\n".encode())
         self._log_file.flush()
         self.proc = subprocess.Popen(
@@ -219,7 +220,7 @@ class NodeProc:
     def __init__(self, node: str, script: str, config: dict[str, Any], log_dir: Path, name: str) -> None:
         self.name = name
         self.stderr_path = log_dir / f"node-{name}.stderr"
-        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
+        self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [node, str(JS_DIR / script), json.dumps(config)],
             cwd=JS_DIR,
@@ -275,9 +276,7 @@ class NodeProc:
     def wait_for(self, pred: Pred, *, timeout: float = 10.0, start: int = 0, what: str = "") -> Event:
         return self.wait_count(pred, 1, timeout=timeout, start=start, what=what)[0]
 
-    def wait_count(
-        self, pred: Pred, n: int, *, timeout: float = 10.0, start: int = 0, what: str = ""
-    ) -> list[Event]:
+    def wait_count(self, pred: Pred, n: int, *, timeout: float = 10.0, start: int = 0, what: str = "") -> list[Event]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -432,7 +431,7 @@ def test_public_stream_receives_http_broadcasts_in_order(env: Harness) -> None:
         {
             "n": i,
             "text": f"message {i}",
-            "unicode": "héllo ✓ 😀 \"quoted\" \\ back",
+            "unicode": 'héllo ✓ 😀 "quoted" \\ back',
             "nested": {"list": [i, i * 2, None], "flag": i % 2 == 0, "f": i / 4},
         }
         for i in range(1, 21)
@@ -440,9 +439,9 @@ def test_public_stream_receives_http_broadcasts_in_order(env: Harness) -> None:
     for p in payloads[0:5]:
         srv.broadcast("chat", p)
     # A batch, with a message for another stream in the middle that must not arrive.
-    srv.broadcast_batch([("chat", p) for p in payloads[5:8]] + [("other", {"nope": 1})] + [
-        ("chat", p) for p in payloads[8:10]
-    ])
+    srv.broadcast_batch(
+        [("chat", p) for p in payloads[5:8]] + [("other", {"nope": 1})] + [("chat", p) for p in payloads[8:10]]
+    )
     srv.broadcast("chat", payloads[10])
     srv.broadcast_batch([("chat", p) for p in payloads[11:17]])
     for p in payloads[17:20]:
@@ -642,15 +641,13 @@ def test_restore_while_broadcasts_keep_flowing(env: Harness, history_delay: int)
     thread = threading.Thread(target=broadcaster, name="broadcaster", daemon=True)
     thread.start()
     try:
-        cuts = 0
-        for at, delay in ((25, 100), (75, 20), (125, 300)):
+        for cut, (at, delay) in enumerate(((25, 100), (75, 20), (125, 300)), start=1):
             c.wait_messages("feed", at, timeout=15)
             mark = c.mark()
             c.send(cmd="terminate", delay=delay)
             c.wait_for({"event": "disconnect"}, start=mark)
             ev = c.wait_for({"event": "connect"}, start=mark, what="reconnect")
-            assert ev["restored"] is True, f"cut #{cuts + 1}: session not restored: {ev}"
-            cuts += 1
+            assert ev["restored"] is True, f"cut #{cut}: session not restored: {ev}"
     finally:
         thread.join(timeout=30)
     assert not errors, errors
@@ -756,6 +753,7 @@ def test_jitter_200_clients_exactly_once(env: Harness) -> None:
     j.send(cmd="finish", expected=total)
     result = j.wait_for({"event": "result"}, timeout=30)
     totals = result["totals"]
+    print("jitter totals:", json.dumps(totals))
     detail = json.dumps(result["bad"][:3])[:3000]
     assert totals["missing"] == 0, f"messages lost: {totals} {detail}"
     assert totals["dups"] == 0, f"duplicates: {totals} {detail}"
