@@ -118,3 +118,26 @@ def test_config_error_exits_2_with_a_clear_message():
     proc = subprocess.run([sys.executable, "-m", "pycable", "--history_limit", "0", "--public"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "history_limit" in proc.stderr
+
+
+def test_toml_stream_history_list_and_default_file(tmp_path, monkeypatch):
+    (tmp_path / "anycable.toml").write_text('[broker]\nstream_history = ["chat/*=limit:1000,ttl:3600"]\n')
+    monkeypatch.chdir(tmp_path)
+    c = load_config({}, environ={})
+    assert c.loaded_from == "anycable.toml"
+    assert [(r.pattern, r.limit, r.ttl) for r in c.stream_rules()] == [("chat/*", 1000, 3600.0)]
+
+
+def test_json_log_format_and_startup_lines(tmp_path):
+    import json as _json
+
+    from helpers.server import ServerProcess
+
+    with ServerProcess("--public", "--log_format", "json", "--presets", "broker") as srv:
+        lines = [_json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    msgs = [entry["msg"] for entry in lines]
+    assert any(m.startswith("Starting pycable") for m in msgs)
+    assert any(m.startswith("Using in-memory broker (epoch: ") for m in msgs)
+    assert any(m.startswith("Accept broadcast requests at http://127.0.0.1:") for m in msgs)
+    assert any(m == "Server is running in the public mode" for m in msgs)
+    assert all({"time", "level", "msg"} <= set(entry) for entry in lines)

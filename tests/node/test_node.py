@@ -290,3 +290,53 @@ class TestBoundedMemory:
         assert broker.counts() == {"streams": 0, "messages": 0, "sessions": 0, "refs": 0}
         again = await broker.register(StreamMessage("room-1", "x"))
         assert again.offset > 1, "offsets never go back within an epoch"
+
+
+class StatefulController(LocalController):
+    """Like an RPC app: sets cstate on connect and istate on subscribe, streams 2 per channel."""
+
+    async def connect(self, env):
+        result = await super().connect(env)
+        result.cstate = {"city": "Napoli"}
+        return result
+
+    async def command(self, command, identifier, identifiers, data, env):
+        from pycable.rpc.base import SUCCESS, CommandResult
+
+        if command == "subscribe":
+            name = json.loads(identifier)["id"]
+            streams = [f"{name}_a", f"{name}_b"] if name == "chat" else [f"{name}_a"]
+            return CommandResult(SUCCESS, streams=streams, istate={"locale": "it"},
+                                 transmissions=[json.dumps({"type": "confirm_subscription", "identifier": identifier})])
+        return CommandResult(SUCCESS)
+
+
+async def test_restore_keeps_connection_and_channel_state_and_offsets_continue():
+    """Spec §9.4 "Restore": 2 channels, 3 streams; cstate and istate survive; offsets continue."""
+    broker = MemoryBroker(sessions_ttl=60)
+    node = Node(StatefulController(noauth=True), broker, config=NodeConfig(sessions_ttl=60))
+    await node.start()
+    chat, news = json.dumps({"channel": "X", "id": "chat"}), json.dumps({"channel": "X", "id": "news"})
+    s, conn = await connect_session(node, "old")
+    await send(node, s, {"command": "subscribe", "identifier": chat})
+    await send(node, s, {"command": "subscribe", "identifier": news})
+    await publish(node, "chat_a", "1")
+    await node.disconnect(s)
+    s2, conn2 = await connect_session(node, "new", prev_sid="old")
+    assert sorted(conn2.messages[0]["restored_ids"]) == sorted([chat, news])
+    assert s2.cstate == {"city": "Napoli"}
+    assert s2.istate == {chat: {"locale": "it"}, news: {"locale": "it"}}
+    assert {i: sorted(sub.streams) for i, sub in s2.subscriptions.items()} == {
+        chat: ["chat_a", "chat_b"], news: ["news_a"]}
+    await send(node, s2, {"command": "history", "identifier": chat, "history": {
+        "streams": {"chat_a": {"epoch": broker.epoch, "offset": 1}}}})
+    await publish(node, "chat_a", "2")
+    assert offsets(conn2) == [2]
+    await node.shutdown()
+
+
+async def test_malformed_and_huge_sids_connect_normally(setup):
+    node, _, _ = setup
+    for bad in ["x" * 10_000, "ü\u0000☃", "../../etc", '{"ids":1}']:
+        _, conn = await connect_session(node, "fresh", prev_sid=bad)
+        assert conn.messages == [{"type": "welcome", "sid": "fresh"}]
