@@ -47,12 +47,25 @@ def frame_for(msg: StreamMessage, identifier: str) -> bytes:
     return text_frame(payload)
 
 
+class Subscriber:
+    """One (session, identifier) subscribed to a stream, as the fan-out loop needs it."""
+
+    __slots__ = ("session", "sid", "identifier", "cursor", "send")
+
+    def __init__(self, session: Session, identifier: str, cursor: Cursor) -> None:
+        self.session = session
+        self.sid = session.sid
+        self.identifier = identifier
+        self.cursor = cursor
+        self.send = session.conn.send_frame
+
+
 class Hub:
     """Index of (session, identifier) subscribers per stream, and the fan-out worker."""
 
     def __init__(self) -> None:
-        #: stream → {(session, identifier): cursor}
-        self.streams: dict[str, dict[tuple[Session, str], Cursor]] = {}
+        #: stream → {(session, identifier): subscriber}
+        self.streams: dict[str, dict[tuple[Session, str], Subscriber]] = {}
         self.sessions: dict[str, Session] = {}
         self.by_identifiers: dict[str, set[Session]] = {}
         self._queue: deque[StreamMessage] = deque()
@@ -83,7 +96,7 @@ class Hub:
         return released
 
     def subscribe(self, session: Session, identifier: str, stream: str, cursor: Cursor) -> None:
-        self.streams.setdefault(stream, {})[(session, identifier)] = cursor
+        self.streams.setdefault(stream, {})[(session, identifier)] = Subscriber(session, identifier, cursor)
 
     def unsubscribe(self, session: Session, identifier: str, stream: str) -> None:
         self._remove(stream, session, identifier)
@@ -123,19 +136,28 @@ class Hub:
         subs = self.streams.get(msg.stream)
         if not subs:
             return
-        exclude = msg.exclude_socket
+        exclude, offset, epoch = msg.exclude_socket, msg.offset, msg.epoch
         frames: dict[str, bytes] = {}
+        last_identifier, frame = "", b""
         sent = 0
-        # A snapshot: subscribers may come and go while this yields.
-        for (session, identifier), cursor in list(subs.items()):
-            if exclude is not None and session.sid == exclude:
+        # A snapshot: subscribers may come and go while this yields. This is the hottest
+        # loop of the server: the cursor's common case (not holding, offset ahead) is
+        # inlined; everything else goes through StreamCursor.admit.
+        for sub in list(subs.values()):
+            if exclude is not None and sub.sid == exclude:
                 continue
-            if cursor.admit(msg) != SEND:
+            cursor = sub.cursor
+            if cursor.held is None and (not offset or offset > cursor.offset or epoch != cursor.epoch):
+                if offset:
+                    cursor.epoch, cursor.offset = epoch, offset
+            elif cursor.admit(msg) != SEND:
                 continue
-            frame = frames.get(identifier)
-            if frame is None:
-                frame = frames[identifier] = frame_for(msg, identifier)
-            session.send_frame(frame)
+            identifier = sub.identifier
+            if identifier != last_identifier:
+                last_identifier = identifier
+                cached = frames.get(identifier)
+                frame = frames[identifier] = cached if cached is not None else frame_for(msg, identifier)
+            sub.send(frame)
             sent += 1
             if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)

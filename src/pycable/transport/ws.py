@@ -80,6 +80,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.proto = proto
         self.node = node
         self.options = options
+        self.max_pending = options.max_pending
         self.loop = asyncio.get_running_loop()
         self.session: Session | None = None
         self.closing = False
@@ -103,7 +104,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         transport = self.transport
         transport.write(frame)
-        if transport.get_write_buffer_size() > self.options.max_pending:
+        if transport.get_write_buffer_size() > self.max_pending:
             self._too_slow()
 
     def close(self, code: int, reason: str) -> None:
