@@ -75,13 +75,15 @@ class FloodGuard:
     def __init__(self, limit: int = 10, window: float = 10.0):
         self.limit = limit
         self.window = window
-        self.times: deque[float] = deque()
+        self.times: deque[float] | None = None  # allocated on the first malformed frame
         self.total = 0
 
     def record(self, now: float) -> bool:
         """Count one malformed frame; True when the connection is over the limit."""
         self.total += 1
         times = self.times
+        if times is None:
+            times = self.times = deque()
         times.append(now)
         while times and times[0] <= now - self.window:
             times.popleft()
