@@ -333,7 +333,10 @@ class Node:
             log.debug("whisper not allowed sid=%s identifier=%s", session.sid, cmd.identifier)
             return
         msg = StreamMessage(stream, orjson.dumps(cmd.data).decode(), exclude_socket=session.sid, transient=True)
-        await self.handle_broadcast([msg])
+        try:
+            await self.handle_broadcast([msg])
+        except BrokerError as exc:
+            log.warning("whisper dropped sid=%s: %s", session.sid, exc)
 
     async def handle_join(self, session: Session, cmd: Command) -> None:
         log.debug("presence is not supported yet sid=%s", session.sid)
