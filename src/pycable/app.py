@@ -61,7 +61,12 @@ class App:
             self.controller,
             self.broker,
             self.pubsub,
-            config=NodeConfig(sessions_ttl=config.sessions_ttl, disconnect_mode=config.disconnect_mode),
+            config=NodeConfig(
+                sessions_ttl=config.sessions_ttl,
+                disconnect_mode=config.disconnect_mode,
+                disconnect_rate=config.disconnect_rate,
+                shutdown_timeout=config.shutdown_timeout,
+            ),
         )
         self.state = ServerState(self.node)
         bport = config.effective_broadcast_port

@@ -184,3 +184,9 @@ class LocalController:
     async def disconnect(self, identifiers: str, subscriptions: list[str], env: Env) -> None:
         if self.rpc is not None:
             await self.rpc.disconnect(identifiers, subscriptions, env)
+
+    async def restore(self, identifiers: str, subscriptions: list[str], env: Env, restored_sid: str) -> None:
+        """Pass a session restore on to the RPC controller, if it takes Restore calls."""
+        notify = getattr(self.rpc, "restore", None)
+        if notify is not None:
+            await notify(identifiers, subscriptions, env, restored_sid)

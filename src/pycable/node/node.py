@@ -25,6 +25,7 @@ import orjson
 
 from pycable.broker.base import Broker, NullBroker
 from pycable.exceptions import BrokerError, HistoryError, ProtocolError, RPCError
+from pycable.node.disconnector import Disconnector, session_env
 from pycable.node.hub import Hub
 from pycable.node.session import CacheEntry, Session, Subscription
 from pycable.protocol import constants as c
@@ -53,6 +54,10 @@ class NodeConfig:
     restore_hold: float = 5.0
     #: disconnect mode: auto / always / never (spec §6.3).
     disconnect_mode: str = "auto"
+    #: Disconnect calls started per second (spec §6.5).
+    disconnect_rate: int = 100
+    #: Seconds the Disconnect queue gets to drain on shutdown.
+    shutdown_timeout: float = 30.0
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -73,6 +78,7 @@ class Node:
         self.config = config or NodeConfig()
         self.clock = clock
         self.hub = Hub()
+        self.disconnector = Disconnector(controller, self.config.disconnect_rate)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +90,7 @@ class Node:
         await self.broker.start()
         await self.pubsub.start(self)
         await self.controller.start()
+        await self.disconnector.start()
         if self.config.sessions_ttl > 0 and self.broker.supports_history:
             self._touch_task = asyncio.get_running_loop().create_task(self._touch_loop())
 
@@ -91,8 +98,16 @@ class Node:
         self.shutting_down = True
         if self._touch_task is not None:
             self._touch_task.cancel()
+        # Sessions the transport closed whose disconnect() has not run yet still get
+        # their Disconnect call (spec §6.5); then the queue drains.
+        for session in list(self.hub.sessions.values()):
+            if session.connected:
+                session.connected = False
+                self.hub.remove_session(session)
+                self._queue_disconnect(session)
         for task in list(self._tasks):
             task.cancel()
+        await self.disconnector.shutdown(self.config.shutdown_timeout)
         await self.controller.shutdown()
         await self.pubsub.shutdown()
         await self.broker.shutdown()
@@ -183,7 +198,22 @@ class Node:
         if entry.subs:
             loop = asyncio.get_running_loop()
             session.hold_timer = loop.call_later(self.config.restore_hold, self._release_all, session)
+        await self._notify_restore(session, prev_sid)
         return True
+
+    async def _notify_restore(self, session: Session, prev_sid: str) -> None:
+        """Tell the application about the restore (opt-in ``--rpc_restore``, docs/rpc.md).
+
+        Awaited before the session's commands run, so the app hears of the restore before
+        any Command of the new session; a failure is logged only.
+        """
+        notify = getattr(self.controller, "restore", None)
+        if notify is None:
+            return
+        try:
+            await notify(session.identifiers, list(session.subscriptions), session_env(session), prev_sid)
+        except RPCError as exc:
+            log.error("restore RPC failed sid=%s: %s", session.sid, exc)
 
     def _release_all(self, session: Session) -> None:
         """The client sent no history command after a restore in time: stop holding."""
@@ -266,9 +296,12 @@ class Node:
         await self._detach_all(session, sub)
         session.subscriptions.pop(cmd.identifier, None)
         session.istate.pop(cmd.identifier, None)
+        _merge(session.env.cstate, result.cstate)  # §6.3 step 5 applies to unsubscribe too
         for t in result.transmissions:
             session.send(t.encode())
         await self._commit(session)
+        if result.disconnect:
+            session.close(c.CLOSE_NORMAL, "Command Failed")
 
     async def handle_message(self, session: Session, cmd: Command) -> None:
         sub = session.subscriptions.get(cmd.identifier)
@@ -465,21 +498,21 @@ class Node:
         if not session.connected:
             return
         session.connected = False
-        for stream in self.hub.remove_session(session):
+        streams = self.hub.remove_session(session)
+        self._queue_disconnect(session)  # before any await: a shutdown may cancel this task
+        for stream in streams:
             await self._interest(stream, -1)
         if session.resumable:
             try:
                 await self.broker.touch_session(session.sid)
             except BrokerError as exc:
                 log.warning("session touch failed sid=%s: %s", session.sid, exc)
+
+    def _queue_disconnect(self, session: Session) -> None:
+        """One Disconnect call per closed session, through the rate-limited queue (§6.5)."""
         mode = self.config.disconnect_mode
         if mode == "always" or (mode == "auto" and session.disconnect_interest):
-            try:
-                await self.controller.disconnect(
-                    session.identifiers, list(session.subscriptions), session.env
-                )
-            except RPCError as exc:
-                log.error("disconnect RPC failed sid=%s: %s", session.sid, exc)
+            self.disconnector.enqueue(session.identifiers, list(session.subscriptions), session_env(session))
 
     # -- broadcasts ------------------------------------------------------------------------
 

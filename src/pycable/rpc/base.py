@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "ERROR",
     "SUCCESS",
     "FAILURE",
     "Env",
     "ConnectResult",
     "CommandResult",
     "Controller",
+    "RestoreNotifier",
 ]
 
+ERROR = 0
 SUCCESS = 1
 FAILURE = 2
 
@@ -83,3 +86,22 @@ class Controller(Protocol):
     ) -> CommandResult: ...
 
     async def disconnect(self, identifiers: str, subscriptions: list[str], env: Env) -> None: ...
+
+
+class RestoreNotifier(Protocol):
+    """**Protocol:** a controller that can tell the application about a session restore.
+
+    pycable extension (opt-in ``--rpc_restore``, docs/rpc.md): a restored session makes no
+    Connect call (spec §10 "No callbacks on restore"); a controller with this method is told
+    instead. Implementations decide themselves whether the call is enabled and must not
+    raise anything but :class:`~pycable.exceptions.RPCError`.
+
+    Args:
+        identifiers: the restored connection identifiers.
+        subscriptions: the restored channel identifiers.
+        env: the new request's url and headers; the restored cstate; ``istate`` maps each
+            restored identifier to its channel state JSON-encoded (as for Disconnect).
+        restored_sid: the session id the client restored from (``env.sid`` is the new one).
+    """
+
+    async def restore(self, identifiers: str, subscriptions: list[str], env: Env, restored_sid: str) -> None: ...

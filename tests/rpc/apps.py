@@ -1,0 +1,241 @@
+"""RPC applications for the tests, each in its own process: a gRPC app in Python
+(tests/rpc/grpc_app.py, compiled from pycable's ``anycable.proto`` by :func:`compile_proto`)
+and an HTTP RPC app on the real ``@anycable/serverless-js`` (tests/rpc_app/server.mjs).
+
+Both speak the same stdio protocol (JSON lines): the app reports every RPC request it gets,
+and the tests wait for those reports (events, not timers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO = ROOT / "src" / "pycable" / "rpc" / "anycable.proto"
+RPC_APP = ROOT / "tests" / "rpc_app"
+GRPC_APP = Path(__file__).with_name("grpc_app.py")
+
+Call = dict[str, Any]
+Pred = Callable[[Call], bool]
+
+
+def compile_proto(out_dir: str) -> None:
+    """Compile ``anycable.proto`` into *out_dir* as plain ``anycable_pb2`` modules."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTO.parent}",
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            str(PROTO),
+        ],
+        check=True,
+    )
+
+
+_pb_dir: str | None = None
+
+
+def pb_dir() -> str:
+    global _pb_dir
+    if _pb_dir is None:
+        _pb_dir = tempfile.mkdtemp(prefix="pycable-grpc-app-")
+        compile_proto(_pb_dir)
+    return _pb_dir
+
+
+def node_available() -> str | None:
+    """Why the Node app cannot run, or ``None``."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (RPC_APP / "node_modules" / "@anycable" / "serverless-js").is_dir():
+        return "tests/rpc_app/node_modules is missing: run `make test` (it runs npm install)"
+    return None
+
+
+def where(method: str | None = None, **body: Any) -> Pred:
+    """A predicate on calls: this method, and these top-level body values."""
+
+    def pred(call: Call) -> bool:
+        if method is not None and call["method"] != method:
+            return False
+        return all(call["body"].get(k) == v for k, v in body.items())
+
+    return pred
+
+
+class RpcApp:
+    """One application process. ``kind`` is ``"grpc"`` or ``"http"``.
+
+    Args:
+        kind: which app.
+        port: listen on this port (0: any; a restarted app reuses its port).
+        secret: the HTTP app requires ``Authorization: Bearer <secret>``.
+    """
+
+    def __init__(self, kind: str, port: int = 0, secret: str = "") -> None:
+        self.kind = kind
+        self.port = port
+        self.secret = secret
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._calls: list[Call] = []
+        self._acks = 0
+        self._cond = threading.Condition()
+        self._listening = threading.Event()
+        self._stderr = tempfile.TemporaryFile()
+
+    # -- process ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> RpcApp:
+        if self.kind == "grpc":
+            argv = [sys.executable, str(GRPC_APP), "--pb-dir", pb_dir(), "--port", str(self.port)]
+            env = dict(os.environ)
+        else:
+            argv = ["node", str(RPC_APP / "server.mjs")]
+            env = {**os.environ, "PORT": str(self.port), "RPC_SECRET": self.secret}
+        self._listening.clear()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=ROOT
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.kill()
+            raise RuntimeError(f"{self.kind} app did not start: {self.stderr()}")
+        return self
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            msg = json.loads(raw)
+            with self._cond:
+                if "listening" in msg:
+                    self.port = msg["listening"]
+                    self._listening.set()
+                elif "call" in msg:
+                    self._calls.append(msg["call"])
+                elif "ack" in msg:
+                    self._acks += 1
+                self._cond.notify_all()
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        """Stop the app at once (the RPC is down until :meth:`start`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> RpcApp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def rpc_host(self) -> str:
+        if self.kind == "grpc":
+            return f"127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}/_anycable"
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def calls(self, pred: Pred | None = None) -> list[Call]:
+        with self._cond:
+            return [c for c in self._calls if pred is None or pred(c)]
+
+    def mark(self) -> int:
+        """The number of calls so far (pass it as ``after`` to look at later calls only)."""
+        with self._cond:
+            return len(self._calls)
+
+    async def wait_call(self, pred: Pred, timeout: float = 5.0, after: int = 0) -> Call:
+        """The first call from index *after* that matches *pred*."""
+        return (await self.wait_calls(pred, 1, timeout, after))[0]
+
+    async def wait_calls(self, pred: Pred, n: int, timeout: float = 5.0, after: int = 0) -> list[Call]:
+        def wait() -> list[Call]:
+            with self._cond:
+                found: list[Call] = []
+
+                def ready() -> bool:
+                    found[:] = [c for c in self._calls[after:] if pred(c)]
+                    return len(found) >= n
+
+                if not self._cond.wait_for(ready, timeout):
+                    raise TimeoutError(f"{len(found)}/{n} matching calls; all calls: {self._calls[after:]}")
+                return found
+
+        return await asyncio.to_thread(wait)
+
+    # -- behaviour -------------------------------------------------------------------------
+
+    async def set_mode(self, **mode: Any) -> None:
+        """Change how the app answers; returns once the app acknowledged."""
+        assert self.proc is not None and self.proc.stdin is not None
+        with self._cond:
+            want = self._acks + 1
+        self.proc.stdin.write((json.dumps({"cmd": "mode", **mode}) + "\n").encode())
+        self.proc.stdin.flush()
+
+        def wait() -> None:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._acks >= want, 5.0):
+                    raise TimeoutError("the app did not acknowledge")
+
+        await asyncio.to_thread(wait)
+
+    async def normal(self) -> None:
+        await self.set_mode()
+
+    async def slow(self, ms: int) -> None:
+        await self.set_mode(delay_ms=ms)
+
+    async def erroring(self) -> None:
+        """Answer every call with an error: status ERROR (gRPC) or HTTP 500 (HTTP RPC)."""
+        if self.kind == "grpc":
+            await self.set_mode(status="ERROR")
+        else:
+            await self.set_mode(http_status=500)
+
+    # -- how each app keeps channel state --------------------------------------------------
+
+    def state_in_command(self, call: Call, identifier: str) -> dict[str, Any]:
+        """The channel state the app received in a Command (the identifier's istate)."""
+        istate = call["body"].get("env", {}).get("istate", {})
+        if self.kind == "grpc":
+            return dict(istate)
+        # serverless-js keeps {identifier: JSON(state)} as the identifier's istate.
+        return json.loads(istate[identifier]) if identifier in istate else {}
+
+    def state_in_disconnect(self, call: Call, identifier: str) -> dict[str, Any]:
+        """The channel state the app received in a Disconnect: ``istate[identifier]`` is a
+        JSON-encoded map (spec §6.2)."""
+        encoded = call["body"].get("env", {}).get("istate", {})[identifier]
+        state = json.loads(encoded)
+        assert isinstance(state, dict), encoded
+        if self.kind == "grpc":
+            return state
+        return json.loads(state[identifier])
