@@ -54,6 +54,12 @@ class App:
         self.config = config
         self.presets = config.apply_presets()
         config.validate()
+        # Embedded NATS (--embed_nats): started before the broker, stopped after everything.
+        self.enats = None
+        if config.embed_nats:
+            from pycable import enats
+
+            self.enats = enats.from_config(config)
         self.broker: Broker = registry.build("broker", registry.BROKERS, config.broker or "none", config)
         self.pubsub: Subscriber = registry.build("pubsub", registry.PUBSUBS, config.pubsub or "none", config)
         self.controller = build_controller(config)
@@ -126,6 +132,9 @@ class App:
             log.info("load presets presets=%s", ",".join(self.presets))
         if cfg.public:
             log.warning("Server is running in the public mode")
+        if self.enats is not None:
+            await self.enats.start()
+            log.info("%s", self.enats.describe())
         await self.node.start()
         for line in self.node.describe():
             log.info("%s", line)
@@ -156,6 +165,8 @@ class App:
             await broadcaster.shutdown()
         await self.server.shutdown(self.config.shutdown_timeout)
         await self.node.shutdown()
+        if self.enats is not None:
+            await self.enats.shutdown()
 
 
 async def _health(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:

@@ -198,7 +198,12 @@ class Config:
             if preset != "broker":
                 raise ConfigError(f"unknown preset {preset!r} (known: broker, none)")
             if "broker" not in self.explicit:
-                self.broker = "memory"
+                self.broker = "nats" if self.embed_nats else "memory"
+            if self.embed_nats:  # spec §8.2: eNATS → adapters http,nats and NATS pub/sub
+                if "broadcast_adapter" not in self.explicit:
+                    self.broadcast_adapter = ["http", "nats"]
+                if "pubsub" not in self.explicit:
+                    self.pubsub = "nats"
             applied.append(preset)
         return applied
 

@@ -1,0 +1,181 @@
+"""``--pubsub=nats``: registered messages travel between nodes over NATS (spec §5).
+
+* A stream's messages are published on its subject, :func:`~pycable._nats.stream_subject`:
+  the stream name itself, as in AnyCable, when that is a plain NATS subject, else a
+  hashed ``_pcs.<hash>`` subject (names with spaces, wildcards, unicode…). The real name
+  is always in the message, in the §5 format (``{"stream","data","meta","offset","epoch"}``;
+  ``Offset``/``Epoch`` from v1.5 nodes are accepted).
+* Remote commands go to ``--nats_pubsub_channel`` (``__anycable_internal__``), to which
+  every node subscribes at start.
+* A node subscribes to a stream's subject only while it has local subscribers.
+* This node's own messages are delivered to it directly, not through NATS (the
+  connection does not echo), so local delivery works, in order, even while NATS is down.
+* NATS down: publications are buffered by the client while it reconnects (2 MiB), then
+  dropped with a warning; remote nodes' clients catch up from history. Subscriptions are
+  restored by the client after a reconnection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from pycable._nats import NatsConnection, servers_from_config, stream_subject
+from pycable.exceptions import BroadcastError
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
+from pycable.pubsub.base import PubSubHandler, Subscriber
+
+if TYPE_CHECKING:
+    from pycable.config import Config
+
+__all__ = ["NatsSubscriber", "from_config"]
+
+log = logging.getLogger("pycable.pubsub")
+
+
+class NatsSubscriber:
+    """Cluster fan-out over NATS core pub/sub.
+
+    Args:
+        servers: NATS URLs.
+        prefix: prepended to every subject (isolation; empty for AnyCable compatibility).
+        channel: the remote-command subject (before the prefix).
+        connect_wait: seconds :meth:`start` waits for a first connection before going on
+            (the connection keeps trying in the background).
+    """
+
+    is_multi_node = True
+
+    def __init__(
+        self,
+        servers: list[str],
+        prefix: str = "",
+        channel: str = "__anycable_internal__",
+        connect_wait: float = 5.0,
+    ) -> None:
+        self.servers = servers
+        self.prefix = prefix
+        self.channel = prefix + channel
+        self.connect_wait = connect_wait
+        self.conn = NatsConnection(servers, "pycable-pubsub", log, no_echo=True)
+        self.conn.on_connect.append(self._subscribe_all)
+        self.handler: PubSubHandler | None = None
+        self._streams: dict[str, Subscription | None] = {}
+        self._internal: Subscription | None = None
+        self._subjects: dict[str, str] = {}
+        self._dropped = 0
+        self._dropped_logged = 0.0
+        self.stats = {"published": 0, "received": 0, "dropped": 0, "malformed": 0}
+
+    async def start(self, handler: PubSubHandler) -> None:
+        self.handler = handler
+        await self.conn.start(self.connect_wait)
+
+    async def shutdown(self) -> None:
+        await self.conn.close()
+
+    def describe(self) -> str:
+        return f"Starting NATS pub/sub: {self.conn.url}"
+
+    def _subject(self, stream: str) -> str:
+        subject = self._subjects.get(stream)
+        if subject is None:
+            subject = stream_subject(self.prefix, stream)
+            if len(self._subjects) > 65536:
+                self._subjects.clear()
+            self._subjects[stream] = subject
+        return subject
+
+    async def _subscribe_all(self) -> None:
+        """First connection: the internal channel and every stream asked for meanwhile.
+        (After a reconnection the client resubscribes by itself.)"""
+        nc = self.conn.nc
+        if self._internal is None:
+            self._internal = await nc.subscribe(self.channel, cb=self._on_message)
+        for stream, sub in list(self._streams.items()):
+            if sub is None:
+                self._streams[stream] = await nc.subscribe(self._subject(stream), cb=self._on_message)
+
+    async def subscribe(self, stream: str) -> None:
+        if stream in self._streams:
+            return
+        self._streams[stream] = None
+        if self.conn.connected.is_set():
+            sub = await self.conn.nc.subscribe(self._subject(stream), cb=self._on_message)
+            if stream in self._streams:
+                self._streams[stream] = sub
+            else:  # unsubscribed while we were subscribing
+                await sub.unsubscribe()
+
+    async def unsubscribe(self, stream: str) -> None:
+        sub = self._streams.pop(stream, None)
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error as exc:
+                log.debug("NATS pub/sub: unsubscribe from %r failed: %s", stream[:64], exc)
+
+    async def _on_message(self, msg: Msg) -> None:
+        handler = self.handler
+        if handler is None:
+            return
+        try:
+            publications = parse_pubsub(msg.data)
+        except BroadcastError as exc:
+            self.stats["malformed"] += 1
+            log.warning("NATS pub/sub: dropped a malformed message on %s: %s", msg.subject, exc)
+            return
+        self.stats["received"] += 1
+        for pub in publications:
+            if isinstance(pub, RemoteCommand):
+                handler.handle_remote_command(pub)
+            else:
+                handler.handle_pubsub(pub)
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        if not self.conn.connected.is_set():
+            self._drop("not connected yet")
+            return
+        try:
+            await self.conn.nc.publish(subject, payload)
+            self.stats["published"] += 1
+        except (nats.errors.Error, OSError) as exc:
+            self._drop(repr(exc))
+
+    def _drop(self, reason: str) -> None:
+        self.stats["dropped"] += 1
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged > 10:
+            log.warning(
+                "NATS pub/sub: %d message(s) not sent to other nodes (%s); they catch up from history",
+                self._dropped,
+                reason,
+            )
+            self._dropped, self._dropped_logged = 0, now
+
+    async def broadcast(self, msg: StreamMessage) -> None:
+        assert self.handler is not None, "start() first"
+        self.handler.handle_pubsub(msg)
+        await self._publish(self._subject(msg.stream), encode_pubsub(msg))
+
+    async def broadcast_command(self, cmd: RemoteCommand) -> None:
+        assert self.handler is not None, "start() first"
+        self.handler.handle_remote_command(cmd)
+        await self._publish(self.channel, encode_pubsub(cmd))
+
+
+if TYPE_CHECKING:
+    _: type[Subscriber] = NatsSubscriber
+
+
+def from_config(config: Config) -> NatsSubscriber:
+    channel = config.nats_pubsub_channel
+    if channel == config.nats_channel and "nats" in config.broadcast_adapter:
+        channel += "-int"  # keep remote commands apart from the legacy broadcaster (as AnyCable does for Redis)
+    return NatsSubscriber(servers_from_config(config), config.nats_prefix, channel)
