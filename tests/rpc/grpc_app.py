@@ -163,7 +163,9 @@ def main() -> None:
             msg = json.loads(line)
             if msg.get("cmd") == "mode":
                 MODE.clear()
-                MODE.update({"delay_ms": 0, "status": "", "grpc_code": ""}, **{k: v for k, v in msg.items() if k != "cmd"})
+                MODE.update(
+                    {"delay_ms": 0, "status": "", "grpc_code": ""}, **{k: v for k, v in msg.items() if k != "cmd"}
+                )
             acks += 1
             emit({"ack": acks})
         await server.stop(0)

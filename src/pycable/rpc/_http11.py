@@ -164,9 +164,7 @@ class HttpClient:
         path = f"{self.base_path}/{name}"
         return f"{path}?{self.query}" if self.query else path
 
-    async def post(
-        self, name: str, body: bytes, headers: dict[str, str], timeout: float | None = None
-    ) -> HttpResponse:
+    async def post(self, name: str, body: bytes, headers: dict[str, str], timeout: float | None = None) -> HttpResponse:
         """POST *body* to ``<base path>/<name>``; any HTTP status is returned, not raised."""
         head = [
             f"POST {self.path_for(name)} HTTP/1.1",

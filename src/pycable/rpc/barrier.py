@@ -166,6 +166,4 @@ class Barrier:
             async with asyncio.timeout(timeout + 0.5):
                 return await attempt(timeout)
         except TimeoutError:
-            raise CallError(
-                DEADLINE_EXCEEDED, f"no answer in {time.monotonic() - started:.3f}s"
-            ) from None
+            raise CallError(DEADLINE_EXCEEDED, f"no answer in {time.monotonic() - started:.3f}s") from None
