@@ -49,12 +49,14 @@ Not supported (as in AnyCable): presence.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.errors
 import orjson
@@ -67,6 +69,7 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
     NoStreamResponseError,
     NotFoundError,
+    ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
 
@@ -91,12 +94,32 @@ ERR_STREAM_EXISTS_OTHER_CONFIG = 10058
 ERR_REPLICAS_NOT_SUPPORTED = 10074
 ERR_INSUFFICIENT_RESOURCES = 10023
 ERR_NO_PEERS = 10005
+ERR_JETSTREAM_UNAVAILABLE = 10008
 _PLACEMENT_ERRORS = (ERR_INSUFFICIENT_RESOURCES, ERR_NO_PEERS)
+
+T = TypeVar("T")
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 # Errors of a NATS round trip that mean "the backend failed", not "a bug".
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: no leader right now (a server of the cluster died and JetStream is
+    electing a new one, about 5 s), or a request that timed out."""
+    if isinstance(
+        exc,
+        (
+            TimeoutError,
+            nats.errors.NoRespondersError,
+            NoStreamResponseError,
+            ServiceUnavailableError,
+            nats.errors.ConnectionReconnectingError,
+        ),
+    ):
+        return True
+    return isinstance(exc, APIError) and (exc.code == 503 or exc.err_code == ERR_JETSTREAM_UNAVAILABLE)
 
 
 def _session_key(sid: str) -> str:
@@ -215,6 +238,10 @@ class NatsBroker:
         replicas_hint: the expected cluster size when it cannot be observed yet (the
             embedded cluster's routes).
         timeout: seconds for one JetStream request.
+        retry_budget: seconds an operation keeps retrying transient failures (a leader
+            election after a server died) before it fails with :class:`BrokerError`.
+            Registrations are retried with the same ``Nats-Msg-Id``, so a retry never
+            stores a message twice.
         sync_wait: seconds a read waits for the local consumer before fetching directly.
         ready_timeout: seconds :meth:`start` waits for JetStream before carrying on in the
             background.
@@ -232,7 +259,8 @@ class NatsBroker:
         prefix: str = "",
         replicas: int | None = None,
         replicas_hint: int = 1,
-        timeout: float = 5.0,
+        timeout: float = 2.0,
+        retry_budget: float = 10.0,
         sync_wait: float = 0.1,
         ready_timeout: float = 30.0,
         connect_wait: float = 5.0,
@@ -246,6 +274,7 @@ class NatsBroker:
         self.replicas = replicas
         self.replicas_hint = replicas_hint
         self.timeout = timeout
+        self.retry_budget = retry_budget
         self.sync_wait = sync_wait
         self.ready_timeout = ready_timeout
         self.connect_wait = connect_wait
@@ -270,6 +299,8 @@ class NatsBroker:
         self._ensured: set[str] = set()
         self._ensuring: dict[str, asyncio.Future[None]] = {}
         self._local_sessions: OrderedDict[str, bytes] = OrderedDict()
+        self._msg_ids = itertools.count(1)
+        self._msg_id_prefix = secrets.token_urlsafe(9) + "-"
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: Any = None
         self._loops_started = False
@@ -330,6 +361,26 @@ class NatsBroker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _retry(self, op: Callable[[], Awaitable[T]], what: str, budget: float | None = None) -> T:
+        """``await op()``, retrying transient failures for up to *budget* seconds (default
+        ``retry_budget``; 0: one attempt), and only while connected: with NATS itself
+        unreachable it fails at once.
+
+        Raises:
+            BrokerError: a lasting or non-transient failure.
+        """
+        deadline = time.monotonic() + (self.retry_budget if budget is None else budget)
+        delay = 0.05
+        while True:
+            try:
+                return await op()
+            except (*_NATS_ERRORS, APIError) as exc:
+                if not _transient(exc) or not self.conn.is_connected or time.monotonic() + delay >= deadline:
+                    raise BrokerError(f"NATS broker: {what}: {exc!r}") from None
+                log.debug("NATS broker: %s: %r; retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _setup(self) -> None:
         """Wait for JetStream, create the buckets, agree on the epoch (retries until done)."""
@@ -393,8 +444,14 @@ class NatsBroker:
         replicas = self.replicas or 1
         while True:
             try:
+                # direct: any replica answers a get, also while the leader is being elected.
                 return await js.create_key_value(
-                    bucket=bucket, ttl=max(ttl, MIN_MAX_AGE), history=1, replicas=replicas, storage=api.StorageType.FILE
+                    bucket=bucket,
+                    ttl=max(ttl, MIN_MAX_AGE),
+                    history=1,
+                    replicas=replicas,
+                    storage=api.StorageType.FILE,
+                    direct=True,
                 )
             except APIError as exc:
                 if exc.err_code == ERR_STREAM_EXISTS_OTHER_CONFIG:
@@ -405,6 +462,7 @@ class NatsBroker:
                     cfg.max_age = max(ttl, MIN_MAX_AGE)
                     cfg.duplicate_window = min(cfg.max_age, 120.0)
                     cfg.num_replicas = replicas
+                    cfg.allow_direct = True
                     try:
                         await js.update_stream(cfg)
                     except APIError as upd:
@@ -594,18 +652,22 @@ class NatsBroker:
         if meta:
             body["meta"] = meta
         payload = orjson.dumps(body)
-        try:
+        # JetStream drops a second message with the same id (within the duplicate window)
+        # and acks it with the first one's sequence: retrying after a lost ack is safe.
+        msg_id = f"{self._msg_id_prefix}{next(self._msg_ids)}"
+
+        async def publish() -> api.PubAck:
             if jsname not in self._ensured:
                 await self._ensure_stream(msg.stream, jsname)
             try:
-                ack = await js.publish(jsname, payload, timeout=self.timeout)
+                return await js.publish(jsname, payload, timeout=self.timeout, headers={"Nats-Msg-Id": msg_id})
             except NoStreamResponseError:
-                # The stream was deleted behind our back (or NATS lost its store): recreate once.
+                # No stream answered: deleted behind our back, NATS lost its store, or its
+                # leader is being elected. Make sure it exists before the retry.
                 self._ensured.discard(jsname)
-                await self._ensure_stream(msg.stream, jsname)
-                ack = await js.publish(jsname, payload, timeout=self.timeout)
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: cannot store a message of {msg.stream[:64]!r}: {exc!r}") from None
+                raise
+
+        ack = await self._retry(publish, f"storing a message of {msg.stream[:64]!r}")
         snap = self._snapshots.get(msg.stream)
         if snap is not None:
             if ack.seq > snap.known:
@@ -664,9 +726,15 @@ class NatsBroker:
     async def _init_snapshot(self, snap: _Snapshot) -> None:
         """Read the stream's state and start its ordered consumer."""
         js = self._require_ready()
-        try:
-            info = await js.stream_info(snap.jsname)
-        except NotFoundError:
+
+        async def info_or_none() -> api.StreamInfo | None:
+            try:
+                return await js.stream_info(snap.jsname)
+            except NotFoundError:
+                return None
+
+        info = await self._retry(info_or_none, f"reading {snap.stream[:64]!r}")
+        if info is None:
             snap.exists = False
             return
         snap.exists = True
@@ -718,17 +786,24 @@ class NatsBroker:
                     snap.known = seq
                 snap.wake()
 
-        snap.sub = await js.subscribe(
-            snap.subject,
-            stream=snap.jsname,
-            cb=on_msg,
-            ordered_consumer=True,
-            config=api.ConsumerConfig(
+        async def subscribe() -> JetStreamContext.PushSubscription:
+            return await js.subscribe(
+                snap.subject,
+                stream=snap.jsname,
+                cb=on_msg,
+                ordered_consumer=True,
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=max(1, start_seq),
+                ),
                 deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=max(1, start_seq),
-            ),
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        )
+            )
+
+        sub = await self._retry(subscribe, f"following {snap.stream[:64]!r}")
+        if snap.gen != gen:
+            await self._unsubscribe(sub)  # replaced meanwhile
+        else:
+            snap.sub = sub
 
     async def _stop_consumer(self, snap: _Snapshot) -> None:
         snap.gen += 1
@@ -748,7 +823,7 @@ class NatsBroker:
         if snap.exists:
             try:
                 await self._start_consumer(snap, snap.mem.offset + 1)
-            except (*_NATS_ERRORS, APIError, BrokerError) as exc:
+            except BrokerError as exc:
                 log.warning("NATS broker: cannot restart the consumer of %r: %s", snap.stream[:64], exc)
                 snap.init = None  # the next read sets it up again
 
@@ -762,11 +837,9 @@ class NatsBroker:
             self._kick(snap)
         assert snap.init is not None
         try:
-            await asyncio.wait_for(asyncio.shield(snap.init), self.timeout)
+            await asyncio.wait_for(asyncio.shield(snap.init), self.retry_budget + self.timeout)
         except TimeoutError:
             raise BrokerError(f"NATS broker: reading {stream[:64]!r} timed out") from None
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: reading {stream[:64]!r} failed: {exc!r}") from None
         if not snap.exists:
             if snap.refs == 0:
                 self._snapshots.pop(stream, None)
@@ -781,29 +854,30 @@ class NatsBroker:
     async def _fill(self, snap: _Snapshot, target: int, began: float) -> None:
         """The consumer is late: fetch what is missing straight from JetStream."""
         js = self._require_ready()
-        try:
-            info = await js.stream_info(snap.jsname)
-            state = info.state
-            if state.messages == 0:
-                snap.mem.skip_to(state.last_seq)
-            elif state.first_seq - 1 > snap.mem.offset:
-                snap.mem.skip_to(state.first_seq - 1)
-            target = min(target, state.last_seq)
-            seq = snap.mem.offset + 1
-            while seq <= target:
+        what = f"reading {snap.stream[:64]!r}"
+        info = await self._retry(lambda: js.stream_info(snap.jsname), what)
+        state = info.state
+        if state.messages == 0:
+            snap.mem.skip_to(state.last_seq)
+        elif state.first_seq - 1 > snap.mem.offset:
+            snap.mem.skip_to(state.first_seq - 1)
+        target = min(target, state.last_seq)
+        seq = snap.mem.offset + 1
+        while seq <= target:
+
+            async def get(n: int = seq) -> api.RawStreamMsg | None:
                 try:
-                    raw = await js.get_msg(snap.jsname, seq=seq, direct=True)
+                    return await js.get_msg(snap.jsname, seq=n, direct=True)
                 except NotFoundError:
-                    seq += 1  # expired meanwhile
-                    continue
-                if raw.data is not None and seq > snap.mem.offset:
-                    ts = raw.time.timestamp() if raw.time is not None else time.time()
-                    snap.mem.store(self._decode(snap, raw.data, seq, ts))
-                seq += 1
-            snap.known = max(snap.known, state.last_seq)
-            snap.wake()
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: reading {snap.stream[:64]!r} failed: {exc!r}") from None
+                    return None  # expired meanwhile
+
+            raw = await self._retry(get, what)
+            if raw is not None and raw.data is not None and seq > snap.mem.offset:
+                ts = raw.time.timestamp() if raw.time is not None else time.time()
+                snap.mem.store(self._decode(snap, raw.data, seq, ts))
+            seq += 1
+        snap.known = max(snap.known, state.last_seq)
+        snap.wake()
         if snap.sub is None or snap.delivered_at < began:
             # It delivered nothing while we waited: presumably gone with its server.
             log.debug("NATS broker: consumer of %r restarted at %d", snap.stream[:64], snap.mem.offset + 1)
@@ -857,15 +931,26 @@ class NatsBroker:
         kv = self._require_sessions()
         if kv is None:
             return
-        try:
-            await kv.put(_session_key(sid), entry)
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: cannot store session {sid[:32]!r}: {exc!r}") from None
+        key = _session_key(sid)
+        # One attempt: the node waits for this before the session's next command, and a
+        # failed commit only costs resumability until the next one (the node logs it).
+        await self._retry(lambda: kv.put(key, entry), f"storing session {sid[:32]!r}", budget=0)
         cache = self._local_sessions
         cache[sid] = entry
         cache.move_to_end(sid)
         if len(cache) > 100_000:
             cache.popitem(last=False)
+
+    async def _get_session(self, kv: KeyValue, sid: str, budget: float = 0) -> bytes | None:
+        key = _session_key(sid)
+
+        async def get() -> bytes | None:
+            try:
+                return (await kv.get(key)).value
+            except KeyNotFoundError:
+                return None
+
+        return await self._retry(get, f"reading session {sid[:32]!r}", budget)
 
     async def restore_session(self, sid: str) -> bytes | None:
         if self.sessions_ttl <= 0:
@@ -873,33 +958,28 @@ class NatsBroker:
         kv = self._require_sessions()
         if kv is None:
             return None
-        try:
-            entry = await kv.get(_session_key(sid))
-        except KeyNotFoundError:
-            return None
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: cannot read session {sid[:32]!r}: {exc!r}") from None
-        return entry.value
+        # A client of a server that just died reconnects here while JetStream may still be
+        # electing the bucket's leader: worth a short wait rather than a fresh session.
+        return await self._get_session(kv, sid, budget=min(self.retry_budget, 5.0))
 
     async def touch_session(self, sid: str) -> None:
-        """Re-put the entry so that it lives another ``sessions_ttl`` (AnyCable does the same)."""
+        """Re-put the entry so that it lives another ``sessions_ttl`` (AnyCable does the same).
+
+        Entries this node committed are re-put from a local copy (one round trip); others
+        are read first, and an unknown or expired session stays unknown.
+        """
         if self.sessions_ttl <= 0:
             return
         kv = self._require_sessions()
         if kv is None:
             return
         value = self._local_sessions.get(sid)
-        try:
+        if value is None:
+            value = await self._get_session(kv, sid)
             if value is None:
-                try:
-                    value = (await kv.get(_session_key(sid))).value
-                except KeyNotFoundError:
-                    return
-                if value is None:
-                    return
-            await kv.put(_session_key(sid), value)
-        except (*_NATS_ERRORS, APIError) as exc:
-            raise BrokerError(f"NATS broker: cannot touch session {sid[:32]!r}: {exc!r}") from None
+                return
+        key, entry = _session_key(sid), value
+        await self._retry(lambda: kv.put(key, entry), f"touching session {sid[:32]!r}", budget=0)
 
 
 def _log_init_failure(task: asyncio.Task[None]) -> None:
