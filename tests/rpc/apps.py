@@ -117,36 +117,47 @@ class RpcApp:
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            msg = json.loads(raw)
-            with self._cond:
-                if "listening" in msg:
-                    self.port = msg["listening"]
-                    self._listening.set()
-                elif "call" in msg:
-                    self._calls.append(msg["call"])
-                elif "ack" in msg:
-                    self._acks += 1
-                self._cond.notify_all()
+        with proc.stdout:
+            for raw in proc.stdout:
+                msg = json.loads(raw)
+                with self._cond:
+                    if "listening" in msg:
+                        self.port = msg["listening"]
+                        self._listening.set()
+                    elif "call" in msg:
+                        self._calls.append(msg["call"])
+                    elif "ack" in msg:
+                        self._acks += 1
+                    self._cond.notify_all()
 
     def stderr(self) -> str:
+        if self._stderr.closed:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")
 
     def kill(self) -> None:
         """Stop the app at once (the RPC is down until :meth:`start`)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
+        """Stop the app for good (closes stdin: the app exits by itself)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None and proc.stdin is not None:
+            proc.stdin.close()
             try:
-                self.proc.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        self.kill()
+        self._stderr.close()
 
     def __enter__(self) -> RpcApp:
         return self.start()
