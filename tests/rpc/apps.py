@@ -94,6 +94,7 @@ class RpcApp:
         self._acks = 0
         self._cond = threading.Condition()
         self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
         self._stderr = tempfile.TemporaryFile()
 
     # -- process ---------------------------------------------------------------------------
@@ -109,7 +110,8 @@ class RpcApp:
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=ROOT
         )
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         if not self._listening.wait(timeout):
             self.kill()
             raise RuntimeError(f"{self.kind} app did not start: {self.stderr()}")
@@ -146,6 +148,8 @@ class RpcApp:
             proc.wait(5)
         if proc.stdin is not None:
             proc.stdin.close()
+        if self._reader is not None:
+            self._reader.join(5)  # every report the app printed has been read
 
     def stop(self) -> None:
         """Stop the app for good (closes stdin: the app exits by itself)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 
@@ -398,5 +399,25 @@ class TestRestore:
             await client.close()
             await s.app.wait_call(lambda c: c["method"] == "disconnect" and c["sid"] == welcome["sid"])
             assert len(s.app.calls(where("restore"))) == 1
+        finally:
+            s.close()
+
+
+class TestShutdown:
+    async def test_shutdown_makes_one_disconnect_call_per_client(self, backend):
+        """features/shutdown.testfile: 3 open clients, --disconnect_mode always and
+        --disconnect_rate 1: stopping the server gives exactly 3 Disconnect calls."""
+        s = Stack(backend, "--disconnect_mode", "always", "--disconnect_rate", "1", "--shutdown_timeout", "5")
+        try:
+            clients = [await connect(s, f"user{i}") for i in range(3)]
+            sids = {c.received[0]["sid"] for c in clients}
+            s.server.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(s.server.wait, 15) == 0
+            s.app.stop()  # all its reports are read
+            calls = s.app.calls(where("disconnect"))
+            assert {c["sid"] for c in calls} == sids and len(calls) == 3
+            for c in clients:
+                msg = await c.wait_for({"type": "disconnect"})
+                assert msg == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
         finally:
             s.close()
