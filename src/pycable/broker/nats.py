@@ -178,6 +178,8 @@ class _Snapshot:
         "waiters",
         "gen",
         "delivered_at",
+        "synced_at",
+        "verified",
     )
 
     def __init__(self, stream: str, jsname: str, limit: int, ttl: float) -> None:
@@ -189,6 +191,11 @@ class _Snapshot:
         self.gen = 0
         #: When the consumer last delivered a message (monotonic).
         self.delivered_at = 0.0
+        #: When the stream's last offset was last asked of JetStream (monotonic).
+        self.synced_at = 0.0
+        #: False from the moment this node becomes interested in the stream until a read
+        #: has checked the last offset with JetStream (see :meth:`NatsBroker._local`).
+        self.verified = False
         #: The highest offset known to exist (from stream info and local registrations).
         self.known = 0
         self.refs = 0
@@ -657,6 +664,10 @@ class NatsBroker:
         msg_id = f"{self._msg_id_prefix}{next(self._msg_ids)}"
 
         async def publish() -> api.PubAck:
+            if not self.conn.is_connected:
+                # The client would buffer the message and send it after reconnecting: the
+                # caller, told it failed, might send it again. Refuse instead.
+                raise nats.errors.ConnectionReconnectingError()
             if jsname not in self._ensured:
                 await self._ensure_stream(msg.stream, jsname)
             try:
@@ -680,6 +691,8 @@ class NatsBroker:
 
     async def subscribe(self, stream: str) -> None:
         snap = self._snapshot_for(stream)
+        if snap.refs == 0:
+            snap.verified = False
         snap.refs += 1
         if snap.init is None and self._ready.is_set():
             self._kick(snap)
@@ -733,7 +746,9 @@ class NatsBroker:
             except NotFoundError:
                 return None
 
+        synced_at = time.monotonic()
         info = await self._retry(info_or_none, f"reading {snap.stream[:64]!r}")
+        snap.synced_at = synced_at
         if info is None:
             snap.exists = False
             return
@@ -828,8 +843,22 @@ class NatsBroker:
                 snap.init = None  # the next read sets it up again
 
     async def _local(self, stream: str, need: int = 0) -> _Snapshot | None:
-        """The up-to-date snapshot of *stream*, or None when JetStream has no such stream."""
+        """The snapshot of *stream*, current enough for this read; None when JetStream has
+        no such stream.
+
+        "Current enough": it holds every message registered before the reader's live
+        subscription began (those after reach the reader live, through pub/sub):
+
+        * offsets this node registered (read-your-writes), and *need*, the offset the
+          reader already has (it saw it live; the consumer may lag behind pub/sub);
+        * once per start of interest (the first local subscriber), and on every read of a
+          stream nobody here subscribes to, the last offset asked of JetStream during this
+          read: the node subscribes to pub/sub (which flushes) before it reads history, so
+          anything older than that subscription is waited for. Afterwards this node's
+          pub/sub subscription is continuous and reads are served without a round trip.
+        """
         self._require_ready()
+        began = time.monotonic()
         snap = self._snapshot_for(stream)
         snap.used = time.monotonic()
         init = snap.init
@@ -844,23 +873,37 @@ class NatsBroker:
             if snap.refs == 0:
                 self._snapshots.pop(stream, None)
             return None
+        if (snap.refs == 0 or not snap.verified) and snap.synced_at < began:
+            await self._sync(snap)
+        if snap.refs > 0:
+            snap.verified = True
         target = max(snap.known, need)
         if snap.mem.offset < target:
-            began = time.monotonic()
+            waited = time.monotonic()
             if not await snap.wait_for(target, self.sync_wait):
-                await self._fill(snap, target, began)
+                await self._fill(snap, target, waited)
         return snap
 
-    async def _fill(self, snap: _Snapshot, target: int, began: float) -> None:
-        """The consumer is late: fetch what is missing straight from JetStream."""
+    async def _sync(self, snap: _Snapshot) -> api.StreamInfo:
+        """Ask JetStream for the stream's state now; note what is gone and what exists."""
         js = self._require_ready()
-        what = f"reading {snap.stream[:64]!r}"
-        info = await self._retry(lambda: js.stream_info(snap.jsname), what)
+        synced_at = time.monotonic()
+        info = await self._retry(lambda: js.stream_info(snap.jsname), f"reading {snap.stream[:64]!r}")
+        snap.synced_at = synced_at
         state = info.state
         if state.messages == 0:
             snap.mem.skip_to(state.last_seq)
         elif state.first_seq - 1 > snap.mem.offset:
             snap.mem.skip_to(state.first_seq - 1)
+        snap.known = max(snap.known, state.last_seq)
+        snap.wake()
+        return info
+
+    async def _fill(self, snap: _Snapshot, target: int, began: float) -> None:
+        """The consumer is late: fetch what is missing straight from JetStream."""
+        js = self._require_ready()
+        what = f"reading {snap.stream[:64]!r}"
+        state = (await self._sync(snap)).state
         target = min(target, state.last_seq)
         seq = snap.mem.offset + 1
         while seq <= target:
@@ -876,7 +919,6 @@ class NatsBroker:
                 ts = raw.time.timestamp() if raw.time is not None else time.time()
                 snap.mem.store(self._decode(snap, raw.data, seq, ts))
             seq += 1
-        snap.known = max(snap.known, state.last_seq)
         snap.wake()
         if snap.sub is None or snap.delivered_at < began:
             # It delivered nothing while we waited: presumably gone with its server.

@@ -106,7 +106,14 @@ class NatsSubscriber:
             return
         self._streams[stream] = None
         if self.conn.connected.is_set():
-            sub = await self.conn.nc.subscribe(self._subject(stream), cb=self._on_message)
+            nc = self.conn.nc
+            sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
+            try:
+                # Wait until NATS has the subscription: the node reads history next, and the
+                # broker's snapshot relies on live delivery covering what comes after.
+                await nc.flush(timeout=2)
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.debug("NATS pub/sub: flush after subscribing to %r failed: %r", stream[:64], exc)
             if stream in self._streams:
                 self._streams[stream] = sub
             else:  # unsubscribed while we were subscribing
