@@ -83,12 +83,14 @@ class RpcApp:
         kind: which app.
         port: listen on this port (0: any; a restarted app reuses its port).
         secret: the HTTP app requires ``Authorization: Bearer <secret>``.
+        quiet: the app reports nothing (benchmarks): :meth:`calls` stays empty.
     """
 
-    def __init__(self, kind: str, port: int = 0, secret: str = "") -> None:
+    def __init__(self, kind: str, port: int = 0, secret: str = "", quiet: bool = False) -> None:
         self.kind = kind
         self.port = port
         self.secret = secret
+        self.quiet = quiet
         self.proc: subprocess.Popen[bytes] | None = None
         self._calls: list[Call] = []
         self._acks = 0
@@ -102,10 +104,11 @@ class RpcApp:
     def start(self, timeout: float = 15.0) -> RpcApp:
         if self.kind == "grpc":
             argv = [sys.executable, str(GRPC_APP), "--pb-dir", pb_dir(), "--port", str(self.port)]
+            argv += ["--quiet"] if self.quiet else []
             env = dict(os.environ)
         else:
             argv = ["node", str(RPC_APP / "server.mjs")]
-            env = {**os.environ, "PORT": str(self.port), "RPC_SECRET": self.secret}
+            env = {**os.environ, "PORT": str(self.port), "RPC_SECRET": self.secret, "QUIET": "1" if self.quiet else ""}
         self._listening.clear()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=ROOT

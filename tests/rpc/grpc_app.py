@@ -8,6 +8,8 @@ server under test. Same behaviour and stdio protocol as tests/rpc_app/server.mjs
   control command;
 * stdin: ``{"cmd": "mode", "delay_ms": N, "status": "ERROR"|..., "grpc_code": "UNAVAILABLE"}``.
 
+``--quiet`` (benchmarks) drops the call reports and the control commands.
+
 The application keeps channel state the way the Ruby SDK does (one istate key per
 value), so the server's per-key merge and its JSON encoding in Disconnect are visible.
 """
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pb-dir", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no call reports (benchmarks)")
     args = parser.parse_args()
     sys.path.insert(0, args.pb_dir)
     import anycable_pb2 as pb
@@ -49,6 +52,8 @@ def main() -> None:
 
     class App(pb_grpc.RPCServicer):
         async def _enter(self, method: str, request, context) -> None:
+            if args.quiet:
+                return
             meta = dict(context.invocation_metadata())
             emit(
                 {

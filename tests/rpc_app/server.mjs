@@ -24,6 +24,7 @@ register("./resolve-dirs.mjs", import.meta.url);
 const { Application, Channel, handler, Status } = await import("@anycable/serverless-js");
 
 const secret = process.env.RPC_SECRET || "";
+const quiet = Boolean(process.env.QUIET); // benchmarks: no call reports, no control
 let mode = { delay_ms: 0, http_status: 200 };
 let acks = 0;
 
@@ -114,16 +115,28 @@ const server = http.createServer(async (req, res) => {
   } catch {
     body = raw.toString("utf8");
   }
-  emit({
-    call: {
-      method,
-      sid: req.headers["x-anycable-meta-sid"] || "",
-      protov: req.headers["x-anycable-meta-protov"] || "",
-      auth: req.headers["authorization"] || "",
-      content_type: req.headers["content-type"] || "",
-      body,
-    },
-  });
+  // The package's handler takes a Fetch API Request (as on Vercel / Next.js).
+  const serve = () =>
+    handler(
+      new Request(`http://localhost${req.url}`, {
+        method: "POST",
+        headers: { "x-anycable-meta-sid": req.headers["x-anycable-meta-sid"] || "" },
+        body: raw,
+      }),
+      app,
+    );
+  if (!quiet) {
+    emit({
+      call: {
+        method,
+        sid: req.headers["x-anycable-meta-sid"] || "",
+        protov: req.headers["x-anycable-meta-protov"] || "",
+        auth: req.headers["authorization"] || "",
+        content_type: req.headers["content-type"] || "",
+        body,
+      },
+    });
+  }
   if (secret && req.headers["authorization"] !== `Bearer ${secret}`) {
     reply(401, { error: "unauthorized" });
     return;
@@ -138,12 +151,7 @@ const server = http.createServer(async (req, res) => {
     return;
   }
   try {
-    const request = new Request(`http://localhost${req.url}`, {
-      method: "POST",
-      headers: { "x-anycable-meta-sid": req.headers["x-anycable-meta-sid"] || "" },
-      body: raw,
-    });
-    reply(200, await handler(request, app));
+    reply(200, await serve());
   } catch (e) {
     reply(200, { status: Status.ERROR, error_msg: String(e) });
   }

@@ -140,9 +140,11 @@ class Barrier:
                 await self._sleep(delay)
 
     async def _attempt(self, attempt: Callable[[float | None], Awaitable[T]]) -> T:
+        # The transports apply the per-attempt deadline themselves (a gRPC deadline, the
+        # HTTP client's timeout) and report it as DEADLINE_EXCEEDED.
         slots = self._slots
         if slots is None:
-            return await self._timed(attempt)
+            return await attempt(self.request_timeout)
         self.waiting += 1
         try:
             await slots.acquire()
@@ -150,20 +152,7 @@ class Barrier:
             self.waiting -= 1
         self.busy += 1
         try:
-            return await self._timed(attempt)
+            return await attempt(self.request_timeout)
         finally:
             self.busy -= 1
             slots.release()
-
-    async def _timed(self, attempt: Callable[[float | None], Awaitable[T]]) -> T:
-        timeout = self.request_timeout
-        if timeout is None:
-            return await attempt(None)
-        # The transports apply the deadline themselves (gRPC deadline, HTTP client); this
-        # outer guard only catches an attempt that ignores it.
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(timeout + 0.5):
-                return await attempt(timeout)
-        except TimeoutError:
-            raise CallError(DEADLINE_EXCEEDED, f"no answer in {time.monotonic() - started:.3f}s") from None
