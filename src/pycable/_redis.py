@@ -83,17 +83,20 @@ def connect(
     }
     try:
         url_kwargs: dict[str, Any] = dict(parse_url(config.redis_url))
+        if not config.redis_sentinels:
+            client: aioredis.Redis = aioredis.Redis.from_url(config.redis_url, **common)
+            return client
     except ValueError as exc:
         raise ConfigError(f"--redis_url {config.redis_url!r}: {exc}") from None
-    if not config.redis_sentinels:
-        return aioredis.Redis(**{**url_kwargs, **common})
     from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
 
     sentinels = []
     for entry in config.redis_sentinels:
-        host, _, port = entry.strip().rpartition(":")
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep:
+            host, port = port, "26379"
         try:
-            sentinels.append((host or "localhost", int(port or 26379)))
+            sentinels.append((host or "localhost", int(port)))
         except ValueError:
             raise ConfigError(f"--redis_sentinels: bad address {entry!r} (expected host:port)") from None
     url_kwargs.pop("host", None)
@@ -105,8 +108,8 @@ def connect(
         sentinel_kwargs={"socket_timeout": 2.0, "socket_connect_timeout": 2.0},
         **common,
     )
-    client: aioredis.Redis = sentinel.master_for(config.redis_sentinel_master, **url_kwargs)
-    return client
+    master: aioredis.Redis = sentinel.master_for(config.redis_sentinel_master, **url_kwargs)
+    return master
 
 
 class Backoff:

@@ -1,0 +1,104 @@
+"""The per-stream reorder stage (sans-I/O): offsets pass in order; gaps are held, filled or given up."""
+
+from __future__ import annotations
+
+from pycable.protocol.broadcast import StreamMessage
+from pycable.protocol.reorder import MAX_HELD, Reorderer
+
+
+def m(offset: int, epoch: str = "e", data: str = "") -> StreamMessage:
+    return StreamMessage("s", data or str(offset), offset=offset, epoch=epoch)
+
+
+def offsets(msgs: list[StreamMessage]) -> list[int]:
+    return [x.offset for x in msgs]
+
+
+class TestPush:
+    def test_in_order_messages_pass_at_once(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        assert offsets(r.push("s", m(7))) == [7], "the first message sets the baseline"
+        assert offsets(r.push("s", m(8))) == [8]
+        assert not r.waiting("s")
+
+    def test_a_message_ahead_is_held_until_its_predecessor_arrives(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        assert r.push("s", m(5)) == [] and r.push("s", m(6)) == []
+        assert r.waiting("s")
+        assert offsets(r.push("s", m(4))) == [4, 5, 6]
+        assert not r.waiting("s")
+
+    def test_late_and_duplicate_messages_pass_for_the_cursors_to_drop(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        assert offsets(r.push("s", m(2))) == [2]
+        assert offsets(r.push("s", m(3))) == [3]
+
+    def test_unpositioned_messages_pass(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(5))
+        t = StreamMessage("s", "t", transient=True)
+        assert r.push("s", t) == [t]
+
+    def test_a_new_epoch_releases_the_held_and_resets(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(5))
+        out = r.push("s", m(1, epoch="f"))
+        assert [(x.epoch, x.offset) for x in out] == [("e", 5), ("f", 1)]
+        assert offsets(r.push("s", m(2, epoch="f"))) == [2]
+
+    def test_streams_are_independent(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("a", m(1))
+        r.push("a", m(3))
+        assert offsets(r.push("b", m(9))) == [9]
+        assert r.waiting("a") and not r.waiting("b")
+
+
+class TestFill:
+    def test_history_fills_the_gap_and_releases_the_held(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(6))
+        assert r.start_fill("s") == ("e", 3)
+        assert r.start_fill("s") is None, "one fill at a time"
+        assert offsets(r.fill("s", "e", [m(4), m(5), m(6), m(7)])) == [4, 5, 6, 7]
+        assert not r.waiting("s")
+        assert offsets(r.push("s", m(7))) == [7], "7 arrives live later: passed, the cursors drop it"
+        assert offsets(r.push("s", m(8))) == [8]
+
+    def test_messages_that_arrived_during_the_fill_are_not_passed_twice(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(6))
+        r.start_fill("s")
+        assert offsets(r.push("s", m(4))) == [4]
+        assert offsets(r.fill("s", "e", [m(4), m(5), m(6)])) == [5, 6]
+
+    def test_a_fill_for_an_old_epoch_or_forgotten_stream_passes_nothing(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(5))
+        r.start_fill("s")
+        assert r.fill("s", "other", [m(4, "other")]) == []
+        assert offsets(r.forget("s")) == [5]
+        assert r.fill("s", "e", [m(4)]) == []
+
+    def test_giving_up_passes_the_held_in_order_and_moves_on(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(3))
+        r.push("s", m(7))
+        r.push("s", m(5))
+        r.start_fill("s")
+        assert offsets(r.give_up("s")) == [5, 7]
+        assert offsets(r.push("s", m(8))) == [8]
+
+    def test_overflow_is_reported(self):
+        r: Reorderer[StreamMessage] = Reorderer()
+        r.push("s", m(1))
+        for i in range(3, 3 + MAX_HELD):
+            r.push("s", m(i))
+        assert r.overflowing("s")
