@@ -1,0 +1,280 @@
+"""``--pubsub=redis``: registered messages and remote commands between nodes (spec §5).
+
+Wire format: a stream message is ``PUBLISH``\\ ed to a channel named exactly like the stream
+(``--redis_prefix`` + stream; the prefix is empty by default, as in AnyCable) with the JSON
+of :func:`~pycable.protocol.broadcast.encode_pubsub` (lower-case ``offset``/``epoch``;
+``Offset``/``Epoch`` from AnyCable 1.5 nodes are accepted). Remote commands go to
+``--redis_pubsub_channel`` (``__anycable_internal__``; ``-int`` is appended if it equals the
+legacy broadcaster's ``--redis_channel`` and that broadcaster is enabled).
+
+Each node listens on the command channel from the start, and on a stream channel only
+while it has local subscribers: the node reference-counts streams and calls
+:meth:`RedisSubscriber.subscribe` for the first and :meth:`RedisSubscriber.unsubscribe`
+for the last one. :meth:`~RedisSubscriber.subscribe` returns once Redis confirmed the
+subscription (or after a short timeout), so a history read that follows cannot miss a
+message published in between.
+
+Failures: the listening connection is re-established with exponential backoff (0.05 s
+doubling to 5 s, never giving up), and every channel is subscribed again (256 per
+command). Messages published while the connection was down are not received; the node's
+gap filler (:mod:`pycable.node.gaps`) recovers them from the broker's history when the
+next message of the stream arrives, and clients recover them on reconnect. Publishing
+while Redis is down raises :class:`~pycable.exceptions.BrokerError` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
+from pycable.exceptions import BroadcastError, BrokerError
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
+from pycable.pubsub.base import PubSubHandler, Subscriber
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
+
+    from pycable.config import Config
+
+__all__ = ["RedisSubscriber", "from_config"]
+
+log = logging.getLogger("pycable.pubsub")
+
+#: Channels per SUBSCRIBE command when resubscribing after a reconnect (as AnyCable).
+RESUBSCRIBE_BATCH = 256
+#: Seconds :meth:`RedisSubscriber.subscribe` waits for Redis to confirm.
+CONFIRM_TIMEOUT = 2.0
+#: A silent listening connection is PINGed after this many seconds, and given up (and
+#: re-established) after three times as long without any reply: a dead peer is noticed
+#: even when TCP is not told.
+PING_INTERVAL = 5.0
+
+
+class RedisSubscriber:
+    """Cluster pub/sub over Redis ``PUBLISH``/``SUBSCRIBE``.
+
+    Args:
+        publisher: client for ``PUBLISH`` (a pool; commands time out).
+        listener: client whose one connection listens (no read timeout; health-checked).
+        channel: the remote-command channel, already prefixed.
+        prefix: prepended to stream names to form their channels.
+        where: ``host:port`` for log lines.
+    """
+
+    is_multi_node = True
+
+    def __init__(
+        self,
+        publisher: aioredis.Redis,
+        listener: aioredis.Redis,
+        channel: str = "__anycable_internal__",
+        prefix: str = "",
+        where: str = "localhost:6379",
+    ) -> None:
+        self.publisher = publisher
+        self.listener = listener
+        self.channel = channel
+        self.prefix = prefix
+        self.where = where
+        self.handler: PubSubHandler | None = None
+        #: Streams this node wants (the node reference-counts; this is the set of >0).
+        self.streams: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._lock = asyncio.Lock()  # SUBSCRIBE/UNSUBSCRIBE go out in call order
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        return f"Starting Redis pub/sub: {self.where}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, handler: PubSubHandler) -> None:
+        """Start listening in the background; a Redis that is down is retried, not fatal."""
+        self.handler = handler
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            # Give a reachable Redis a moment, so the first clients are covered at once.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._connected.wait()), CONFIRM_TIMEOUT)
+            except TimeoutError:
+                log.warning("Redis pub/sub at %s is not reachable yet; retrying in the background", self.where)
+
+    async def shutdown(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await stop_task(task)
+        await self._close_pubsub()
+        await self.listener.aclose()
+        await self.publisher.aclose()
+
+    async def _close_pubsub(self) -> None:
+        ps, self._pubsub = self._pubsub, None
+        self._connected.clear()
+        for waiters in self._confirm.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        self._confirm.clear()
+        if ps is not None:
+            try:
+                await ps.aclose()  # type: ignore[no-untyped-call]
+            except REDIS_ERRORS:
+                pass
+
+    # -- listening -------------------------------------------------------------------------
+
+    def _stream_channel(self, stream: str) -> str:
+        return self.prefix + stream
+
+    async def _connect(self) -> PubSub:
+        ps = self.listener.pubsub()
+        async with self._lock:
+            channels = [self.channel, *(self._stream_channel(s) for s in self.streams)]
+            for i in range(0, len(channels), RESUBSCRIBE_BATCH):
+                await ps.subscribe(*channels[i : i + RESUBSCRIBE_BATCH])
+            self._pubsub = ps
+        return ps
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        was_down = False
+        while True:
+            try:
+                ps = await self._connect()
+                # The first reply proves the connection works (and confirms the subscription).
+                if not await self._read(ps, CONFIRM_TIMEOUT):
+                    raise TimeoutError("no subscription confirmation")
+                if was_down:
+                    log.info("Redis pub/sub at %s reconnected (%d streams resubscribed)", self.where, len(self.streams))
+                self._connected.set()
+                backoff.reset()
+                was_down = False
+                seen = pinged = time.monotonic()
+                while True:
+                    if await self._read(ps, 1.0):
+                        seen = time.monotonic()
+                        continue
+                    now = time.monotonic()
+                    if now - seen > 3 * PING_INTERVAL:
+                        raise TimeoutError(f"no reply for {now - seen:.0f}s")
+                    if now - seen > PING_INTERVAL and now - pinged > PING_INTERVAL:
+                        pinged = now
+                        async with self._lock:
+                            await ps.ping()
+            except REDIS_ERRORS as exc:
+                if not was_down:
+                    log.warning("Redis pub/sub at %s failed: %s: %s; reconnecting", self.where, type(exc).__name__, exc)
+                was_down = True
+            await self._close_pubsub()
+            await backoff.wait()
+
+    async def _read(self, ps: PubSub, timeout: float) -> bool:
+        """Handle one message or reply; False if none came within *timeout* seconds."""
+        msg = await ps.get_message(timeout=timeout)
+        if msg is None:
+            return False
+        kind = msg["type"]
+        if kind == "message":
+            self._dispatch(msg["channel"], msg["data"])
+        elif kind == "subscribe":
+            for fut in self._confirm.pop(msg["channel"], ()):
+                if not fut.done():
+                    fut.set_result(None)
+        return True
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        handler = self.handler
+        if handler is None:
+            return
+        try:
+            publications = parse_pubsub(data)
+        except BroadcastError as exc:
+            log.warning("dropped a malformed pub/sub message on %r: %s", channel[:64], exc)
+            return
+        for pub in publications:
+            if isinstance(pub, RemoteCommand):
+                handler.handle_remote_command(pub)
+            else:
+                handler.handle_pubsub(pub)
+
+    # -- interest --------------------------------------------------------------------------
+
+    async def subscribe(self, stream: str) -> None:
+        """Listen on *stream*'s channel; returns when Redis confirmed it (at most 2 s).
+
+        Never raises: while Redis is down the stream is remembered and subscribed on
+        reconnect.
+        """
+        self.streams.add(stream)
+        channel = self._stream_channel(stream).encode()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            async with self._lock:
+                ps = self._pubsub
+                if ps is None:  # down: _connect() subscribes it
+                    return
+                self._confirm.setdefault(channel, []).append(fut)
+                await ps.subscribe(channel)
+            await asyncio.wait_for(fut, CONFIRM_TIMEOUT)
+        except REDIS_ERRORS as exc:  # includes the confirmation timeout
+            log.warning("subscribing to %r not confirmed (%s); it is resubscribed on reconnect", stream[:64], exc)
+
+    async def unsubscribe(self, stream: str) -> None:
+        self.streams.discard(stream)
+        try:
+            async with self._lock:
+                ps = self._pubsub
+                if ps is None:
+                    return
+                await ps.unsubscribe(self._stream_channel(stream))
+        except REDIS_ERRORS as exc:
+            log.debug("unsubscribe from %r failed: %s", stream[:64], exc)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def _publish(self, channel: str, payload: bytes) -> None:
+        try:
+            await self.publisher.publish(channel, payload)
+        except REDIS_ERRORS as exc:
+            raise BrokerError(f"Redis pub/sub at {self.where}: {type(exc).__name__}: {exc}") from exc
+
+    async def broadcast(self, msg: StreamMessage) -> None:
+        """Publish a registered message to every node listening on its stream.
+
+        Raises:
+            BrokerError: Redis is unreachable.
+        """
+        await self._publish(self._stream_channel(msg.stream), encode_pubsub(msg))
+
+    async def broadcast_command(self, cmd: RemoteCommand) -> None:
+        """Publish a remote command to every node.
+
+        Raises:
+            BrokerError: Redis is unreachable.
+        """
+        await self._publish(self.channel, encode_pubsub(cmd))
+
+
+if TYPE_CHECKING:
+    _: type[Subscriber] = RedisSubscriber
+
+
+def command_channel(config: Config) -> str:
+    """``--redis_pubsub_channel``, made distinct from the legacy broadcaster's channel (§5)."""
+    channel = config.redis_pubsub_channel
+    if channel == config.redis_channel and "redis" in config.broadcast_adapter:
+        channel += "-int"
+    return config.redis_prefix + channel
+
+
+def from_config(config: Config) -> RedisSubscriber:
+    publisher = connect(config, name="pycable:pubsub", socket_timeout=2.0)
+    listener = connect(config, name="pycable:pubsub-listen", socket_timeout=None, retries=0)
+    return RedisSubscriber(publisher, listener, command_channel(config), config.redis_prefix, address(config))
