@@ -19,7 +19,7 @@ import pytest
 from helpers.client import CableClient
 from helpers.server import ServerProcess
 from pycable.identity.signed import derive_key
-from rpc.apps import RpcApp, node_available, where
+from rpc.apps import JsClient, RpcApp, node_available, where
 
 SECRET = "rpc-e2e-secret"
 RPC_KEY = derive_key(SECRET, "rpc-cable")
@@ -340,6 +340,13 @@ class TestRPCDown:
             s.close()
 
 
+@pytest.fixture(scope="module")
+def restore_stack(backend) -> Iterator[Stack]:
+    s = Stack(backend, "--rpc_restore")
+    yield s
+    s.close()
+
+
 class TestRestore:
     async def _session(self, s: Stack, user: str) -> tuple[str, str]:
         client = await connect(s, user)
@@ -370,37 +377,68 @@ class TestRestore:
         assert later[0]["sid"] == welcome["sid"] != old_sid
         await client.close()
 
-    async def test_rpc_restore_sends_exactly_one_restore(self, backend):
-        s = Stack(backend, "--rpc_restore")
+    async def test_rpc_restore_sends_exactly_one_restore(self, restore_stack):
+        s = restore_stack
+        old_sid, ident = await self._session(s, "max")
+        mark = s.app.mark()
+        client = await CableClient.open(s.url(f"user=max&sid={old_sid}"))
+        welcome = await client.welcome()
+        assert welcome["restored"] is True
+        # The Restore call precedes any Command of the restored session: once this
+        # Command arrives, every Restore for the restore has been made.
+        await perform(client, ident, "count")
+        await client.wait_for(message(lambda m: m == {"count": 2}))
+        later = s.app.calls()[mark:]
+        assert [c["method"] for c in later] == ["restore", "command"]
+        restore = later[0]
+        body = restore["body"]
+        assert restore["sid"] == welcome["sid"] and body["sid"] == welcome["sid"]
+        assert body["restored_sid"] == old_sid
+        assert json.loads(body["identifiers"]) == {"user": "max"}
+        assert body["subscriptions"] == [ident]
+        assert body["env"]["cstate"]["user"] == "max"
+        assert {k: str(v) for k, v in s.app.state_in_disconnect(restore, ident).items()} == {
+            "room": "max-room",
+            "count": "1",
+        }
+        assert body["env"]["url"] == s.url(f"user=max&sid={old_sid}")
+        await client.close()
+        await s.app.wait_call(lambda c: c["method"] == "disconnect" and c["sid"] == welcome["sid"])
+        assert len(s.app.calls(where("restore", restored_sid=old_sid))) == 1
+
+    async def test_js_client_restore(self, restore_stack):
+        """The real @anycable/core client: its socket is cut, it reconnects with its sid and is
+        restored: one Connect in all, one Restore, and its channel keeps working."""
+        if why := node_available():
+            pytest.skip(why)
+        s = restore_stack
+        mark = s.app.mark()
+        js = JsClient(s.url("user=jsuser"), "js-room")
         try:
-            old_sid, ident = await self._session(s, "max")
-            mark = s.app.mark()
-            client = await CableClient.open(s.url(f"user=max&sid={old_sid}"))
-            welcome = await client.welcome()
-            assert welcome["restored"] is True
-            # The Restore call precedes any Command of the restored session: once this
-            # Command arrives, every Restore for the restore has been made.
-            await perform(client, ident, "count")
-            await client.wait_for(message(lambda m: m == {"count": 2}))
+            await js.wait_event(lambda e: e["event"] == "subscribed")
+            first = await s.app.wait_call(where("connect"), after=mark)
+            js.send(cmd="perform", action="count")
+            await js.wait_event(lambda e: e["event"] == "message" and e["data"] == {"count": 1})
+            n = len(js.events)
+            js.send(cmd="cut")
+            await js.wait_event(lambda e: e["event"] == "connect" and e["restored"], after=n)
+            js.send(cmd="perform", action="count")  # the channel state survived: 1 → 2
+            await js.wait_event(lambda e: e["event"] == "message" and e["data"] == {"count": 2})
             later = s.app.calls()[mark:]
-            assert [c["method"] for c in later] == ["restore", "command"]
-            restore = later[0]
-            body = restore["body"]
-            assert restore["sid"] == welcome["sid"] and body["sid"] == welcome["sid"]
-            assert body["restored_sid"] == old_sid
-            assert json.loads(body["identifiers"]) == {"user": "max"}
-            assert body["subscriptions"] == [ident]
-            assert body["env"]["cstate"]["user"] == "max"
-            assert {k: str(v) for k, v in s.app.state_in_disconnect(restore, ident).items()} == {
-                "room": "max-room",
-                "count": "1",
-            }
-            assert body["env"]["url"] == s.url(f"user=max&sid={old_sid}")
-            await client.close()
-            await s.app.wait_call(lambda c: c["method"] == "disconnect" and c["sid"] == welcome["sid"])
-            assert len(s.app.calls(where("restore"))) == 1
+            connects = [c for c in later if c["method"] == "connect"]
+            restores = [c for c in later if c["method"] == "restore"]
+            assert connects == [first], "the restore made no second Connect call"
+            assert len(restores) == 1
+            assert restores[0]["body"]["restored_sid"] == first["sid"]
+            assert restores[0]["body"]["subscriptions"] == [
+                json.dumps({"channel": "chat", "room": "js-room"}, separators=(",", ":"))
+            ]
+            # No Command for the subscription either: the restored one is reused.
+            subscribes = [c for c in later if c["method"] == "command" and c["body"]["command"] == "subscribe"]
+            assert len(subscribes) == 1
+            assert not [e for e in js.events if e["event"] == "log" and e["level"] == "error"]
         finally:
-            s.close()
+            js.close()
 
 
 class TestShutdown:
