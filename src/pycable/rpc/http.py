@@ -46,7 +46,7 @@ from pycable.rpc.barrier import (
     Barrier,
     CallError,
 )
-from pycable.rpc.base import CommandResult, ConnectResult, Controller, Env, RestoreNotifier
+from pycable.rpc.base import SUCCESS, CommandResult, ConnectResult, Controller, Env, RestoreNotifier
 from pycable.rpc.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ def _str_list(value: object) -> list[str]:
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _env_of(reply: dict[str, Any]) -> dict[str, Any]:
+    env = reply.get("env")
+    return env if isinstance(env, dict) else {}
 
 
 class HttpController:
@@ -138,16 +143,15 @@ class HttpController:
     async def connect(self, env: Env) -> ConnectResult:
         body = {"env": encode_env(env, istate=False)}
         reply = await self._call("connect", body, env.sid)
-        reply_env = reply.get("env") if isinstance(reply.get("env"), dict) else {}
-        assert isinstance(reply_env, dict)
-        if _results.status_of(reply.get("status")) != 1:
-            log.debug("connect rejected sid=%s: %s", env.sid, _str(reply.get("error_msg")))
+        status = _results.status_of(reply.get("status"))
+        if status != SUCCESS:
+            log.debug("connect answered %s sid=%s: %s", status, env.sid, _str(reply.get("error_msg")))
         return _results.connect_result(
-            _results.status_of(reply.get("status")),
+            status,
             _str(reply.get("identifiers")),
             _str_list(reply.get("transmissions")),
             _str(reply.get("error_msg")),
-            _str_map(reply_env.get("cstate")),
+            _str_map(_env_of(reply).get("cstate")),
         )
 
     async def command(self, command: str, identifier: str, identifiers: str, data: str, env: Env) -> CommandResult:
@@ -158,8 +162,7 @@ class HttpController:
             body["data"] = data
         body["env"] = encode_env(env)
         reply = await self._call("command", body, env.sid)
-        reply_env = reply.get("env") if isinstance(reply.get("env"), dict) else {}
-        assert isinstance(reply_env, dict)
+        reply_env = _env_of(reply)
         return _results.command_result(
             _results.status_of(reply.get("status")),
             disconnect=reply.get("disconnect") is True,
