@@ -154,11 +154,11 @@ async def test_a_node_reads_an_offset_it_has_not_received_yet(cluster):
         await b.history_from("live", b.epoch, m.offset + 1)
 
 
-async def test_first_read_after_interest_starts_sees_everything_registered_before(cluster):
-    """When a node's interest in a stream starts (its first local subscriber), the next read
-    checks the last offset with JetStream: a message registered elsewhere just before the
-    subscription (too early to arrive live) is in the replay even though this node's
-    consumer has not delivered it (here: cannot, it is gone)."""
+async def test_first_read_after_a_subscription_sees_everything_registered_before(cluster):
+    """The first read after a local subscription began checks the last offset with
+    JetStream: a message registered elsewhere just before the subscription (too early to
+    reach this subscriber live) is in the replay even though this node's consumer has not
+    delivered it (here: cannot, it is gone)."""
     a, b = await cluster(), await cluster()
     first = await a.register(msg("s", '"1"'))
     await b.subscribe("s")
@@ -171,6 +171,20 @@ async def test_first_read_after_interest_starts_sees_everything_registered_befor
     await b.subscribe("s")
     got = await b.history_from("s", b.epoch, 0)
     assert [(m.offset, m.data) for m in got] == [(first.offset, '"1"'), (second.offset, '"2"')]
+    # Same for a second local subscriber (the node's pub/sub subscription is older than the
+    # message, but this subscriber's hub subscription is not).
+    snap = b._snapshots["s"]
+    assert snap.sub is not None
+    await b.conn.nc.jetstream().delete_consumer(snap.jsname, snap.sub._consumer)
+    third = await a.register(msg("s", '"3"'))
+    await b.subscribe("s")
+    got = await b.history_from("s", b.epoch, second.offset)
+    assert [(m.offset, m.data) for m in got] == [(third.offset, '"3"')]
+    # A later read (no new subscription) is served from memory: no round trip.
+    stats = b.conn.nc.stats
+    before = stats["out_msgs"]
+    assert len(await b.history_from("s", b.epoch, 0)) == 3
+    assert stats["out_msgs"] == before
 
 
 async def test_snapshot_reads_do_not_touch_nats(cluster):

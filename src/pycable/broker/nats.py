@@ -179,7 +179,9 @@ class _Snapshot:
         "gen",
         "delivered_at",
         "synced_at",
-        "verified",
+        "subscribed_at",
+        "verified_at",
+        "sync_task",
     )
 
     def __init__(self, stream: str, jsname: str, limit: int, ttl: float) -> None:
@@ -191,11 +193,16 @@ class _Snapshot:
         self.gen = 0
         #: When the consumer last delivered a message (monotonic).
         self.delivered_at = 0.0
-        #: When the stream's last offset was last asked of JetStream (monotonic).
+        #: When the stream's last offset was last asked of JetStream (monotonic; the time
+        #: the request was sent).
         self.synced_at = 0.0
-        #: False from the moment this node becomes interested in the stream until a read
-        #: has checked the last offset with JetStream (see :meth:`NatsBroker._local`).
-        self.verified = False
+        #: When a local subscription to the stream last began (see :meth:`NatsBroker._local`).
+        self.subscribed_at = 0.0
+        #: ``synced_at`` of the last request a read made for itself (started after the read
+        #: began, so after the reader's pub/sub subscription; a background set-up's does not count).
+        self.verified_at = 0.0
+        #: The JetStream request in flight for the last offset, shared by concurrent reads.
+        self.sync_task: asyncio.Task[None] | None = None
         #: The highest offset known to exist (from stream info and local registrations).
         self.known = 0
         self.refs = 0
@@ -679,20 +686,24 @@ class NatsBroker:
                 raise
 
         ack = await self._retry(publish, f"storing a message of {msg.stream[:64]!r}")
+        stored = msg.registered(ack.seq, self._epoch, ts)
         snap = self._snapshots.get(msg.stream)
         if snap is not None:
             if ack.seq > snap.known:
                 snap.known = ack.seq
-            if not snap.exists and snap.init is not None and snap.init.done():
+            if snap.exists and ack.seq == snap.mem.offset + 1:
+                # Next in line: keep it now (the consumer's copy is then skipped undecoded).
+                snap.mem.store(stored)
+                snap.wake()
+            elif not snap.exists and snap.init is not None and snap.init.done():
                 snap.init = None  # it exists now: the next read sets the snapshot up
-        return msg.registered(ack.seq, self._epoch, ts)
+        return stored
 
     # -- snapshots -------------------------------------------------------------------------
 
     async def subscribe(self, stream: str) -> None:
         snap = self._snapshot_for(stream)
-        if snap.refs == 0:
-            snap.verified = False
+        snap.subscribed_at = time.monotonic()
         snap.refs += 1
         if snap.init is None and self._ready.is_set():
             self._kick(snap)
@@ -791,12 +802,11 @@ class NatsBroker:
         async def on_msg(msg: Msg) -> None:
             if snap.gen != gen:
                 return  # a replaced consumer
-            md = msg.metadata
-            seq = md.sequence.stream
+            seq, stamp = _position(msg)
             snap.delivered_at = time.monotonic()
             if seq <= snap.mem.offset:
-                return
-            if snap.mem.store(self._decode(snap, msg.data, seq, md.timestamp.timestamp())):
+                return  # this node stored it already (its own registration, or a direct fetch)
+            if snap.mem.store(self._decode(snap, msg.data, seq, stamp)):
                 if seq > snap.known:
                     snap.known = seq
                 snap.wake()
@@ -851,38 +861,57 @@ class NatsBroker:
 
         * offsets this node registered (read-your-writes), and *need*, the offset the
           reader already has (it saw it live; the consumer may lag behind pub/sub);
-        * once per start of interest (the first local subscriber), and on every read of a
-          stream nobody here subscribes to, the last offset asked of JetStream during this
-          read: the node subscribes to pub/sub (which flushes) before it reads history, so
-          anything older than that subscription is waited for. Afterwards this node's
-          pub/sub subscription is continuous and reads are served without a round trip.
+        * the first read after a local subscription began (a subscribe, or a restore that
+          re-attached it), and every read of a stream nobody here subscribes to, asks
+          JetStream for the last offset, once, during the read. The node adds the
+          subscription to its hub and to pub/sub (flushed) before it reads history, so
+          every message older than the subscription is waited for and every newer one
+          reaches the reader live. Concurrent such reads share one request. Other reads
+          (a later ``history`` command, the gap filler) are served from memory.
         """
         self._require_ready()
         began = time.monotonic()
-        snap = self._snapshot_for(stream)
-        snap.used = time.monotonic()
+        snap = self._snapshots.get(stream)
+        if snap is None:
+            snap = self._snapshot_for(stream)
+        snap.used = began
         init = snap.init
-        if init is None or (init.done() and (init.cancelled() or init.exception() is not None or not snap.exists)):
-            self._kick(snap)
-        assert snap.init is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(snap.init), self.retry_budget + self.timeout)
-        except TimeoutError:
-            raise BrokerError(f"NATS broker: reading {stream[:64]!r} timed out") from None
+        if init is None or not init.done() or init.cancelled() or init.exception() is not None or not snap.exists:
+            # Not set up (or not found last time, or failed): set up, or wait for it.
+            if init is None or (init.done() and (init.cancelled() or init.exception() is not None or not snap.exists)):
+                self._kick(snap)
+            assert snap.init is not None
+            try:
+                await asyncio.wait_for(asyncio.shield(snap.init), self.retry_budget + self.timeout)
+            except TimeoutError:
+                raise BrokerError(f"NATS broker: reading {stream[:64]!r} timed out") from None
         if not snap.exists:
             if snap.refs == 0:
                 self._snapshots.pop(stream, None)
             return None
-        if (snap.refs == 0 or not snap.verified) and snap.synced_at < began:
-            await self._sync(snap)
-        if snap.refs > 0:
-            snap.verified = True
+        if snap.refs == 0 or snap.verified_at < snap.subscribed_at:
+            await self._sync_since(snap, began)
+            snap.verified_at = max(snap.verified_at, snap.synced_at)
         target = max(snap.known, need)
         if snap.mem.offset < target:
             waited = time.monotonic()
             if not await snap.wait_for(target, self.sync_wait):
                 await self._fill(snap, target, waited)
         return snap
+
+    async def _sync_since(self, snap: _Snapshot, began: float) -> None:
+        """Make sure the last offset was asked of JetStream after *began*. Concurrent reads
+        share the request in flight (a burst of subscriptions costs a couple of round trips,
+        not one each)."""
+        while snap.synced_at < began:
+            task = snap.sync_task
+            if task is None or task.done():
+                task = snap.sync_task = asyncio.get_running_loop().create_task(self._sync_task(snap))
+                task.add_done_callback(_log_init_failure)
+            await asyncio.shield(task)
+
+    async def _sync_task(self, snap: _Snapshot) -> None:
+        await self._sync(snap)
 
     async def _sync(self, snap: _Snapshot) -> api.StreamInfo:
         """Ask JetStream for the stream's state now; note what is gone and what exists."""
@@ -1022,6 +1051,23 @@ class NatsBroker:
                 return
         key, entry = _session_key(sid), value
         await self._retry(lambda: kv.put(key, entry), f"touching session {sid[:32]!r}", budget=0)
+
+
+def _position(msg: Msg) -> tuple[int, float]:
+    """(stream sequence, timestamp) of a JetStream message, from its reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts ns>.<pending>`` or, with a
+    domain, ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>…``
+    (nats-py's ``msg.metadata`` does the same with more allocations, on every message).
+    """
+    tokens = (msg.reply or "").split(".")
+    try:
+        if len(tokens) == 9:
+            return int(tokens[5]), int(tokens[7]) / 1e9
+        return int(tokens[7]), int(tokens[9]) / 1e9
+    except (IndexError, ValueError):
+        md = msg.metadata
+        return md.sequence.stream, md.timestamp.timestamp()
 
 
 def _log_init_failure(task: asyncio.Task[None]) -> None:
