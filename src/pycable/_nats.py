@@ -136,9 +136,9 @@ class NatsConnection:
         logger: where state changes go.
         no_echo: do not receive this connection's own publications.
 
-    ``on_connect`` callbacks run after the first successful connection and
-    ``on_reconnect`` ones after each reconnection; both run in the background, their
-    errors are logged.
+    ``on_connect`` callbacks run after the first successful connection, in order, in one
+    background task (:meth:`wait_setup` waits for it); ``on_reconnect`` ones after each
+    reconnection. Their errors are logged.
     """
 
     def __init__(self, servers: list[str], name: str, logger: logging.Logger, no_echo: bool = False) -> None:
@@ -151,6 +151,7 @@ class NatsConnection:
         self.on_connect: list[Callback] = []
         self.on_reconnect: list[Callback] = []
         self._task: asyncio.Task[None] | None = None
+        self._setup: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_error = ""
         self._last_error_at = 0.0
@@ -201,14 +202,33 @@ class NatsConnection:
         )
         self.log.debug("%s: connected to %s", self.name, self._current())
         self.connected.set()
-        for cb in self.on_connect:
-            self._spawn(cb())
+        self._setup = self._spawn(self._run_all(self.on_connect))
+
+    async def _run_all(self, callbacks: list[Callback]) -> None:
+        for cb in callbacks:
+            try:
+                await cb()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("%s: NATS connection handler failed", self.name)
+
+    async def wait_setup(self, timeout: float) -> bool:
+        """Wait for the ``on_connect`` callbacks of the first connection; False on timeout."""
+        setup = self._setup
+        if setup is None:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(setup), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     def _current(self) -> str:
         url = self.nc.connected_url
         return f"{url.scheme}://{url.hostname}:{url.port}" if url is not None else self.url
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         async def run() -> None:
             try:
                 await coro
@@ -220,6 +240,7 @@ class NatsConnection:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _on_error(self, exc: Exception) -> None:
         # One line per distinct error per 30 s: a down server must not flood the log.

@@ -51,7 +51,8 @@ class NatsBroadcaster:
 
     async def start(self, handler: BroadcastHandler) -> None:
         self.handler = handler
-        await self.conn.start(self.connect_wait)
+        if await self.conn.start(self.connect_wait):
+            await self.conn.wait_setup(self.connect_wait)  # subscribed before we say we started
 
     async def shutdown(self) -> None:
         await self.conn.close()

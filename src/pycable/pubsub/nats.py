@@ -38,6 +38,12 @@ __all__ = ["NatsSubscriber", "from_config"]
 log = logging.getLogger("pycable.pubsub")
 
 
+class _Pending:
+    """A subscription being made."""
+
+    __slots__ = ()
+
+
 class NatsSubscriber:
     """Cluster fan-out over NATS core pub/sub.
 
@@ -65,8 +71,13 @@ class NatsSubscriber:
         self.conn = NatsConnection(servers, "pycable-pubsub", log, no_echo=True)
         self.conn.on_connect.append(self._subscribe_all)
         self.handler: PubSubHandler | None = None
-        self._streams: dict[str, Subscription | None] = {}
+        #: stream → its subscription; None while waiting for the first connection; a
+        #: :class:`_Pending` while being subscribed (so that a concurrent unsubscribe and
+        #: subscribe of the same stream cannot leave two subscriptions behind).
+        self._streams: dict[str, Subscription | _Pending | None] = {}
         self._internal: Subscription | None = None
+        #: The first connection's subscriptions are made: subscribe() may subscribe directly.
+        self._live = False
         self._subjects: dict[str, str] = {}
         self._dropped = 0
         self._dropped_logged = 0.0
@@ -74,7 +85,8 @@ class NatsSubscriber:
 
     async def start(self, handler: PubSubHandler) -> None:
         self.handler = handler
-        await self.conn.start(self.connect_wait)
+        if await self.conn.start(self.connect_wait):
+            await self.conn.wait_setup(self.connect_wait)  # subscribed before we say we started
 
     async def shutdown(self) -> None:
         await self.conn.close()
@@ -97,31 +109,47 @@ class NatsSubscriber:
         nc = self.conn.nc
         if self._internal is None:
             self._internal = await nc.subscribe(self.channel, cb=self._on_message)
-        for stream, sub in list(self._streams.items()):
-            if sub is None:
-                self._streams[stream] = await nc.subscribe(self._subject(stream), cb=self._on_message)
+        while True:
+            pending = [stream for stream, sub in self._streams.items() if sub is None]
+            if not pending:
+                break
+            for stream in pending:
+                if stream in self._streams and self._streams[stream] is None:
+                    marker = self._streams[stream] = _Pending()
+                    sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
+                    if self._streams.get(stream) is marker:
+                        self._streams[stream] = sub
+                    else:  # unsubscribed (and maybe subscribed again) meanwhile
+                        await sub.unsubscribe()
+        self._live = True  # from now on subscribe() subscribes by itself (no await since the check)
+        try:
+            await nc.flush(timeout=2)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.debug("NATS pub/sub: flush after subscribing failed: %r", exc)
 
     async def subscribe(self, stream: str) -> None:
         if stream in self._streams:
             return
-        self._streams[stream] = None
-        if self.conn.connected.is_set():
-            nc = self.conn.nc
-            sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
-            try:
-                # Wait until NATS has the subscription: the node reads history next, and the
-                # broker's snapshot relies on live delivery covering what comes after.
-                await nc.flush(timeout=2)
-            except (nats.errors.Error, TimeoutError) as exc:
-                log.debug("NATS pub/sub: flush after subscribing to %r failed: %r", stream[:64], exc)
-            if stream in self._streams:
-                self._streams[stream] = sub
-            else:  # unsubscribed while we were subscribing
-                await sub.unsubscribe()
+        if not self._live:
+            self._streams[stream] = None  # _subscribe_all() will
+            return
+        marker = self._streams[stream] = _Pending()
+        nc = self.conn.nc
+        sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
+        try:
+            # Wait until NATS has the subscription: the node reads history next, and the
+            # broker's snapshot relies on live delivery covering what comes after.
+            await nc.flush(timeout=2)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.debug("NATS pub/sub: flush after subscribing to %r failed: %r", stream[:64], exc)
+        if self._streams.get(stream) is marker:
+            self._streams[stream] = sub
+        else:  # unsubscribed (and maybe subscribed again) while we were subscribing
+            await sub.unsubscribe()
 
     async def unsubscribe(self, stream: str) -> None:
         sub = self._streams.pop(stream, None)
-        if sub is not None:
+        if isinstance(sub, Subscription):
             try:
                 await sub.unsubscribe()
             except nats.errors.Error as exc:
