@@ -201,3 +201,21 @@ async def test_resubscribes_after_nats_restarts_and_survives_it_being_down():
         await a.shutdown()
         await b.shutdown()
         await server.shutdown()
+
+
+async def test_churn_leaves_exactly_one_subscription(nodes):
+    """Subscribe, unsubscribe and subscribe again while the first is still in flight:
+    one subscription remains, each message arrives once."""
+    (a, _), (b, rb) = await nodes(), await nodes()
+    first = asyncio.ensure_future(b.subscribe("churn"))
+    await asyncio.sleep(0)  # let it start its subscription
+    assert type(b._streams.get("churn")).__name__ == "_Pending", "not in flight: the test would prove nothing"
+    await b.unsubscribe("churn")
+    await b.subscribe("churn")
+    await first
+    await a.broadcast(StreamMessage("churn", "1"))
+    await a.broadcast(StreamMessage("churn", "2"))
+    await rb.until(lambda: [m.data for m in rb.messages][-1:] == ["2"])
+    await b.conn.nc.flush()
+    assert [m.data for m in rb.messages] == ["1", "2"]
+    assert len([s for s in b.conn.nc._subs.values() if s.subject == nodes.prefix + "churn"]) == 1
