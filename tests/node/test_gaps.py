@@ -113,15 +113,30 @@ async def test_forget_drops_the_state_and_timer():
     gaps.close()
 
 
-@pytest.mark.parametrize("order", [(0, 2, 1), (2, 0, 1)])
-async def test_the_first_message_sets_the_baseline(order):
-    """Limitation, documented: before the first message nothing is known, so a predecessor of
-    the first message that arrives later is passed on (the cursors drop it)."""
+@pytest.mark.parametrize("order", [(0, 2, 1), (2, 0, 1), (1, 2, 0)])
+async def test_any_arrival_order_comes_out_in_offset_order(order):
     broker = MemoryBroker()
     msgs = await registered(broker, 3)
     hub = RecordingHub()
-    gaps = GapFiller(broker, hub, window=5)
+    gaps = GapFiller(broker, hub, window=0.01)
     for i in order:
         gaps.push(msgs[i])
-    assert sorted(m.offset for m in hub.got) == [1, 2, 3]
+    await wait_for_count(hub, 3)
+    assert [m.offset for m in hub.got] == [1, 2, 3]
+    gaps.close()
+
+
+async def test_the_first_message_waits_for_a_concurrent_predecessor():
+    """A node starts listening mid-stream: 5 arrives before 4 (published concurrently elsewhere);
+    both are passed on, in order, after the window."""
+    broker = MemoryBroker()
+    msgs = await registered(broker, 5)
+    hub = RecordingHub()
+    gaps = GapFiller(broker, hub, window=0.02)
+    gaps.push(msgs[4])
+    gaps.push(msgs[3])
+    assert hub.got == []
+    await wait_for_count(hub, 2)
+    assert [m.offset for m in hub.got] == [4, 5]
+    assert gaps.stats["filled"] == 0, "nothing before the first message is read from history"
     gaps.close()

@@ -78,6 +78,11 @@ return deleted
 """
 
 
+def new_consumer_name() -> str:
+    """A random 6-character consumer name (AnyCable uses ``nanoid(6)``)."""
+    return secrets.token_urlsafe(6)[:6]
+
+
 class RedisStreamBroadcaster:
     """Consumer-group reader of the broadcast stream (see the module docstring).
 
@@ -105,7 +110,7 @@ class RedisStreamBroadcaster:
         self.stream = stream
         self.group = group
         self.block_ms = max(1, block_ms)
-        self.consumer = consumer or secrets.token_urlsafe(5)[:6]
+        self.consumer = consumer or new_consumer_name()
         self.where = where
         self.handler: BroadcastHandler | None = None
         self.stats = {"received": 0, "malformed": 0, "failed": 0, "claimed": 0}
@@ -280,5 +285,8 @@ if TYPE_CHECKING:
 
 def from_config(config: Config) -> RedisStreamBroadcaster:
     block_ms = config.redisx_read_block_milliseconds
-    client = connect(config, name="pycable:redisx", socket_timeout=block_ms / 1000 + 5.0)
-    return RedisStreamBroadcaster(client, config.redisx_stream, config.redisx_group, block_ms, where=address(config))
+    consumer = new_consumer_name()
+    client = connect(config, name=f"pycable:redisx:{consumer}", socket_timeout=block_ms / 1000 + 5.0)
+    return RedisStreamBroadcaster(
+        client, config.redisx_stream, config.redisx_group, block_ms, consumer, where=address(config)
+    )

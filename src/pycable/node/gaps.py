@@ -2,10 +2,11 @@
 
 It sits between pub/sub and the hub (``Node.handle_pubsub``) on nodes whose messages can
 arrive out of offset order or go missing: a distributed broker or a multi-node pub/sub.
-An out-of-order message is held for :attr:`GapFiller.window` seconds; if the missing
-offsets have not arrived by then, they are read from the broker's history
-(``history_from(stream, epoch, last)``) and passed on in order. If history cannot fill
-the gap (evicted, broker down) the held messages pass with the gap and a warning is logged.
+An out-of-order message (or the first one of a stream, unless its offset is 1) is held
+for :attr:`GapFiller.window` seconds; if the missing offsets have not arrived by then,
+they are read from the broker's history (``history_from(stream, epoch, last)``) and
+passed on in order. If history cannot fill the gap (evicted, broker down) the held
+messages pass with the gap and a warning is logged.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class GapFiller:
 
     def _due(self, stream: str) -> None:
         self._timers.pop(stream, None)
+        for m in self.order.settle(stream):
+            self.deliver(m)
         start = self.order.start_fill(stream)
         if start is None:
             return

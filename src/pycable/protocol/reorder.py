@@ -17,10 +17,16 @@ Example: last passed 3; 5 arrives → held, waiting; 4 arrives → 4 and 5 pass.
 ends first → history after 3 is 4, 5, 6 → 4, 5, 6 pass (5 was held; 6 had not arrived yet
 and will be passed on, then dropped by the cursors, when it does).
 
-Limits: the first message of a stream after the node started listening sets the baseline
-(nothing is known before it). Messages without an offset (transient, or no broker) pass
-at once. A message from another epoch resets the stream (the held ones pass first). A
-message at or below the last passed offset passes too: the cursors drop duplicates.
+The first message of a stream (after the node started listening, or in a new epoch) has
+no predecessor to compare with: unless its offset is 1 it is held for the window too,
+then :meth:`Reorderer.settle` passes what was held in order and anchors the stream just
+below the lowest offset seen (so a predecessor published concurrently by another node is
+not dropped by the cursors). A predecessor arriving after that passes and is dropped by
+the cursors of subscribers that already got a later offset.
+
+Messages without an offset (transient, or no broker) pass at once. A message from another
+epoch resets the stream (the held ones pass first). A message at or below the last passed
+offset passes too: the cursors drop duplicates.
 
 Sans-I/O: no clock, no timers, no awaits.
 """
@@ -40,13 +46,15 @@ M = TypeVar("M", bound=Positioned)
 
 
 class _Stream(Generic[M]):
-    __slots__ = ("epoch", "last", "held", "filling")
+    __slots__ = ("epoch", "last", "held", "filling", "anchored")
 
-    def __init__(self, epoch: str, last: int) -> None:
+    def __init__(self, epoch: str) -> None:
         self.epoch = epoch
-        self.last = last
+        self.last = 0
         self.held: dict[int, M] = {}
         self.filling = False
+        #: False until the first window passed (or offset 1 arrived): ``last`` is a guess.
+        self.anchored = False
 
 
 class Reorderer(Generic[M]):
@@ -63,21 +71,22 @@ class Reorderer(Generic[M]):
         if not offset or not epoch:
             return [msg]
         st = self.streams.get(stream)
-        if st is None:
-            self.streams[stream] = _Stream(epoch, offset)
-            return [msg]
-        if epoch != st.epoch:
-            out = [st.held[k] for k in sorted(st.held)]
-            self.streams[stream] = _Stream(epoch, offset)
+        out: list[M] = []
+        if st is None or epoch != st.epoch:
+            if st is not None:
+                out = [st.held[k] for k in sorted(st.held)]
+            st = self.streams[stream] = _Stream(epoch)
+        if offset <= st.last:
             out.append(msg)
             return out
-        if offset <= st.last:
-            return [msg]
         if offset == st.last + 1:
             st.last = offset
-            return [msg, *self._drain(st)]
+            st.anchored = True
+            out.append(msg)
+            out.extend(self._drain(st))
+            return out
         st.held[offset] = msg
-        return []
+        return out
 
     @staticmethod
     def _drain(st: _Stream[M]) -> list[M]:
@@ -100,11 +109,21 @@ class Reorderer(Generic[M]):
         st = self.streams.get(stream)
         return st is not None and len(st.held) >= MAX_HELD
 
+    def settle(self, stream: str) -> list[M]:
+        """The window passed for a stream not anchored yet: anchor it below the lowest offset
+        held and return what passes now (call before :meth:`start_fill`)."""
+        st = self.streams.get(stream)
+        if st is None or st.anchored or not st.held:
+            return []
+        st.anchored = True
+        st.last = min(st.held) - 1
+        return self._drain(st)
+
     def start_fill(self, stream: str) -> tuple[str, int] | None:
         """The window passed: ``(epoch, last)`` to read history after, or ``None`` if no
-        gap is open (any more) or a fill is already running."""
+        gap is open (any more), the stream is not anchored, or a fill is already running."""
         st = self.streams.get(stream)
-        if st is None or not st.held or st.filling:
+        if st is None or not st.held or st.filling or not st.anchored:
             return None
         st.filling = True
         return st.epoch, st.last
@@ -136,6 +155,7 @@ class Reorderer(Generic[M]):
         if st is None:
             return []
         st.filling = False
+        st.anchored = True
         out = [st.held[k] for k in sorted(st.held)]
         st.held.clear()
         if out:
