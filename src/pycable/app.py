@@ -47,6 +47,24 @@ def build_controller(config: Config) -> LocalController:
     )
 
 
+def capability_warnings(broker: Broker, pubsub: Subscriber, broadcasters: list[Broadcaster]) -> list[str]:
+    """Combinations that work but do not do what one may expect (style rule 3)."""
+    warnings = []
+    if pubsub.is_multi_node and broker.supports_history and not broker.is_distributed:
+        warnings.append(
+            "a multi-node pub/sub with a single-node broker: history and sessions live only on the node "
+            "that registered them, so clients resuming on another node get no history; use --broker=redis or nats"
+        )
+    if broker.supports_history:
+        for b in broadcasters:
+            if b.is_fanout:
+                warnings.append(
+                    f"the fan-out broadcaster {type(b).__name__} bypasses the broker: its messages get no offsets "
+                    "and no history; use redisx or http for reliable streams"
+                )
+    return warnings
+
+
 class App:
     """A configured server: node, broker, broadcasters and listeners."""
 
@@ -132,6 +150,8 @@ class App:
             log.info("load presets presets=%s", ",".join(self.presets))
         if cfg.public:
             log.warning("Server is running in the public mode")
+        for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters):
+            log.warning("%s", warning)
         if self.enats is not None:
             await self.enats.start()
             log.info("%s", self.enats.describe())

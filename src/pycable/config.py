@@ -197,13 +197,19 @@ class Config:
                 continue
             if preset != "broker":
                 raise ConfigError(f"unknown preset {preset!r} (known: broker, none)")
+            redis = not self.embed_nats and "redis_url" in self.explicit
             if "broker" not in self.explicit:
-                self.broker = "nats" if self.embed_nats else "memory"
+                self.broker = "nats" if self.embed_nats else "redis" if redis else "memory"
             if self.embed_nats:  # spec §8.2: eNATS → adapters http,nats and NATS pub/sub
                 if "broadcast_adapter" not in self.explicit:
                     self.broadcast_adapter = ["http", "nats"]
                 if "pubsub" not in self.explicit:
                     self.pubsub = "nats"
+            elif redis:  # spec §8.2 with a Redis URL (broker=redis: ours is open, unlike Pro)
+                if "broadcast_adapter" not in self.explicit:
+                    self.broadcast_adapter = ["http", "redisx", "redis"]
+                if "pubsub" not in self.explicit:
+                    self.pubsub = "redis"
             applied.append(preset)
         return applied
 

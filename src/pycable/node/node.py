@@ -26,6 +26,7 @@ import orjson
 from pycable.broker.base import Broker, NullBroker
 from pycable.exceptions import BrokerError, HistoryError, ProtocolError, RPCError
 from pycable.node.disconnector import Disconnector, session_env
+from pycable.node.gaps import GapFiller
 from pycable.node.hub import Hub
 from pycable.node.session import CacheEntry, Session, Subscription
 from pycable.protocol import constants as c
@@ -78,6 +79,11 @@ class Node:
         self.config = config or NodeConfig()
         self.clock = clock
         self.hub = Hub()
+        # Pub/sub from several nodes (or a shared broker's concurrent registrations) may
+        # arrive out of offset order or with gaps: restore the order (pycable.node.gaps).
+        self.gaps: GapFiller | None = None
+        if self.broker.supports_history and (self.broker.is_distributed or self.pubsub.is_multi_node):
+            self.gaps = GapFiller(self.broker, self.hub)
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0}
         self._touch_task: asyncio.Task[None] | None = None
@@ -107,6 +113,8 @@ class Node:
                 self._queue_disconnect(session)
         for task in list(self._tasks):
             task.cancel()
+        if self.gaps is not None:
+            self.gaps.close()
         await self.disconnector.shutdown(self.config.shutdown_timeout)
         await self.controller.shutdown()
         await self.pubsub.shutdown()
@@ -448,6 +456,8 @@ class Node:
                 if len(self.hub.streams.get(stream, ())) == 1:
                     await self.pubsub.subscribe(stream)
             else:
+                if self.gaps is not None and stream not in self.hub.streams:
+                    self.gaps.forget(stream)
                 await self.broker.unsubscribe(stream)
                 if stream not in self.hub.streams:
                     await self.pubsub.unsubscribe(stream)
@@ -539,7 +549,10 @@ class Node:
                 self.hub.broadcast(pub)
 
     def handle_pubsub(self, msg: StreamMessage) -> None:
-        self.hub.broadcast(msg)
+        if self.gaps is not None:
+            self.gaps.push(msg)
+        else:
+            self.hub.broadcast(msg)
 
     def handle_remote_command(self, cmd: RemoteCommand) -> None:
         """Remote disconnect: every session with these identifiers (preface decision 4)."""
