@@ -17,11 +17,12 @@ Loop (one task per node):
    not been seen for :data:`STALE_CONSUMER_IDLE_MS` (one small script,
    :data:`CLEANUP_SCRIPT`, checks and deletes atomically).
 3. ``XREADGROUP GROUP <group> <me> COUNT 100 BLOCK <block ms> STREAMS <stream> >``.
-4. Per entry: parse ``payload``; ``await handler.handle_broadcast(...)``; then ``XACK`` and
-   ``XDEL``. If the handler raises (broker down) the entry stays pending and the rest of the
-   batch waits: it is claimed again after the block interval (at-least-once). An entry that
-   can never succeed (no ``payload`` field, not a publication) is logged, acknowledged and
-   deleted.
+4. Per entry, in order: parse ``payload``; ``await handler.handle_broadcast(...)``. The
+   entries handled are then acknowledged and deleted (``XACK`` + ``XDEL``, one round trip
+   per batch). If the handler raises (broker down) that entry and the rest of the batch
+   stay pending; this consumer retries its own pending entries first, in order, and other
+   nodes claim them after the block interval (at-least-once). An entry that can never
+   succeed (no ``payload`` field, not a publication) is logged, acknowledged and deleted.
 5. Shutdown: ``XGROUP DELCONSUMER`` unless the consumer still has pending entries (deleting
    it would drop them from the group's pending list; a live node claims them instead).
 
@@ -224,14 +225,23 @@ class RedisStreamBroadcaster:
                 return True
 
     async def _handle_all(self, entries: list[Any]) -> bool:
-        for entry_id, fields in entries:
-            if fields is None:  # Redis 6.2: a pending entry deleted from the stream
-                if entry_id is not None:
-                    await self._done(entry_id)
-                continue
-            if not await self._handle(entry_id, fields):
-                return False
-        return True
+        """Handle a batch in order; acknowledge what succeeded (one round trip per batch,
+        also when an entry fails: the entries before it are done, it and the rest stay
+        pending). False if an entry failed."""
+        done: list[bytes] = []
+        try:
+            for entry_id, fields in entries:
+                if fields is None:  # Redis 6.2: a pending entry deleted from the stream
+                    if entry_id is not None:
+                        done.append(entry_id)
+                    continue
+                if not await self._handle(entry_id, fields):
+                    return False
+                done.append(entry_id)
+            return True
+        finally:
+            if done:
+                await self._done(*done)
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
         self.stats["received"] += 1
@@ -246,7 +256,6 @@ class RedisStreamBroadcaster:
             # It would never succeed: acknowledge and drop it, loudly.
             self.stats["malformed"] += 1
             log.error("redisx: dropped entry %s: %s", entry_id.decode(), exc)
-            await self._done(entry_id)
             return True
         handler = self.handler
         if handler is None:
@@ -261,13 +270,12 @@ class RedisStreamBroadcaster:
             self.stats["failed"] += 1
             log.exception("redisx: entry %s failed; it stays pending and is retried", entry_id.decode())
             return False
-        await self._done(entry_id)
         return True
 
-    async def _done(self, entry_id: bytes) -> None:
+    async def _done(self, *entry_ids: bytes) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, self.group, entry_id)
-            pipe.xdel(self.stream, entry_id)
+            pipe.xack(self.stream, self.group, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
             await pipe.execute()
 
 

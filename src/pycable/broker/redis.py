@@ -46,6 +46,8 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
@@ -281,22 +283,20 @@ class RedisBroker:
         return self._decode(stream, epoch.decode(), entries)
 
     @staticmethod
-    def _decode(stream: str, epoch: str, entries: list[Any]) -> list[StreamMessage]:
-        out = []
-        for entry_id, values in entries:
-            fields = dict(zip(values[::2], values[1::2], strict=True))
-            btype = fields.get(b"b")
-            out.append(
-                StreamMessage(
-                    stream,
-                    fields[b"d"].decode(),
-                    broadcast_type=btype.decode() if btype else None,
-                    offset=int(entry_id.partition(b"-")[0]),
-                    epoch=epoch,
-                    timestamp=int(fields.get(b"t", b"0")) / 1000,
-                )
+    def _decode(stream: str, epoch: str, encoded: bytes) -> list[StreamMessage]:
+        """Entries as ``encode_entries`` (common.lua) packs them: ``[offset, ms, data, type, ...]``."""
+        flat = orjson.loads(encoded)
+        return [
+            StreamMessage(
+                stream,
+                flat[i + 2],
+                broadcast_type=flat[i + 3] or None,
+                offset=int(flat[i]),
+                epoch=epoch,
+                timestamp=int(flat[i + 1]) / 1000,
             )
-        return out
+            for i in range(0, len(flat), 4)
+        ]
 
     # -- sessions --------------------------------------------------------------------------
 
