@@ -209,6 +209,24 @@ class TestUnavailable:
             await b.shutdown()
 
 
+async def test_tls_end_to_end():
+    """rediss:// against a TLS-only redis-server: works with its CA, fails clearly without it."""
+    with RedisServer(tls=True) as server:
+        b = from_config(Config(redis_url=server.url))
+        await b.start()
+        try:
+            m = await b.register(StreamMessage("s", "over tls"))
+            assert [x.data for x in await b.history_from("s", m.epoch, 0)] == ["over tls"]
+        finally:
+            await b.shutdown()
+        untrusted = from_config(Config(redis_url=f"rediss://127.0.0.1:{server.port}"))
+        try:
+            with pytest.raises(BrokerError, match=r"(?i)certificate"):
+                await untrusted.register(StreamMessage("s", "x"))
+        finally:
+            await untrusted.client.aclose()
+
+
 def test_from_config_and_describe():
     """The startup line has AnyCable's wording; the prefix and rules come from the config."""
     cfg = Config(redis_url="redis://cache.internal:6380/2", redis_prefix="app:", stream_history=["a*=ttl:5"])

@@ -45,34 +45,52 @@ def redis_url() -> str:
 
 
 class RedisServer:
-    """``redis-server --port P --save ''`` in a temporary directory; :meth:`restart` keeps P."""
+    """``redis-server --port P --save ''`` in a temporary directory; :meth:`restart` keeps P.
 
-    def __init__(self, port: int | None = None) -> None:
+    With ``tls=True`` it listens for TLS only, with a throw-away CA and a certificate for
+    127.0.0.1 (``ca_file``); :attr:`url` is then ``rediss://127.0.0.1:P?ssl_ca_certs=<ca>``.
+    """
+
+    def __init__(self, port: int | None = None, tls: bool = False) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("no Redis answers at REDIS_URL / 127.0.0.1:6379 and redis-server is not installed")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="pycable-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.ca_file = os.path.join(self.dir, "ca.pem")
+        if tls:
+            self._make_certificates()
+
+    def _make_certificates(self) -> None:
+        d = self.dir
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=pycable test CA",
+                "-keyout", f"{d}/ca.key", "-out", self.ca_file)  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                "-keyout", f"{d}/server.key", "-out", f"{d}/server.csr")  # fmt: skip
+        with open(f"{d}/ext.cnf", "w") as fh:
+            fh.write("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", f"{d}/server.csr", "-CA", self.ca_file, "-CAkey", f"{d}/ca.key",
+                "-CAcreateserial", "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/server.pem")  # fmt: skip
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}?ssl_ca_certs={self.ca_file}"
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", f"{self.dir}/server.pem",
+                      "--tls-key-file", f"{self.dir}/server.key", "--tls-ca-cert-file", self.ca_file,
+                      "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
+            ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
