@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from pycable.exceptions import ConfigError
 if TYPE_CHECKING:
     from pycable.config import Config
 
-__all__ = ["REDIS_ERRORS", "Backoff", "address", "connect", "stop_task"]
+__all__ = ["REDIS_ERRORS", "Backoff", "address", "connect", "close", "stop_task"]
 
 #: What a call may raise when Redis is down, restarting (``LOADING``) or refuses a command.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
@@ -109,7 +110,21 @@ def connect(
         **common,
     )
     master: aioredis.Redis = sentinel.master_for(config.redis_sentinel_master, **url_kwargs)
+    _sentinels[master] = sentinel
     return master
+
+
+#: The Sentinel behind a client from :func:`connect`, closed with it by :func:`close`.
+_sentinels: weakref.WeakKeyDictionary[aioredis.Redis, Any] = weakref.WeakKeyDictionary()
+
+
+async def close(client: aioredis.Redis) -> None:
+    """Close a client from :func:`connect` and, with Sentinel, its connections to the sentinels."""
+    await client.aclose()
+    sentinel = _sentinels.pop(client, None)
+    if sentinel is not None:
+        for s in sentinel.sentinels:
+            await s.aclose()
 
 
 class Backoff:

@@ -4,10 +4,12 @@ epoch, data loss, per-message expiry, per-stream rules, and Redis being unreacha
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from contract.backends.redis import delete_prefix
@@ -225,6 +227,42 @@ async def test_tls_end_to_end():
                 await untrusted.register(StreamMessage("s", "x"))
         finally:
             await untrusted.client.aclose()
+
+
+async def test_sentinel_end_to_end(tmp_path):
+    """--redis_sentinels: the broker asks a real Sentinel for the master and uses it."""
+    import subprocess
+
+    with RedisServer() as master:
+        sport = free_port()
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(f"port {sport}\nbind 127.0.0.1\nsentinel monitor pycmaster 127.0.0.1 {master.port} 1\n")
+        sentinel = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            probe = redis.Redis(port=sport, socket_timeout=0.5)
+            for _ in range(200):  # readiness: the sentinel answers (bounded poll across processes)
+                try:
+                    if probe.sentinel_get_master_addr_by_name("pycmaster"):
+                        break
+                except redis.RedisError:
+                    time.sleep(0.05)
+            probe.close()
+            b = from_config(Config(redis_sentinels=[f"127.0.0.1:{sport}"], redis_sentinel_master="pycmaster"))
+            await b.start()
+            try:
+                m = await b.register(StreamMessage("s", "via sentinel"))
+            finally:
+                await b.shutdown()
+            raw = aioredis.Redis.from_url(master.url)
+            try:
+                assert await raw.get("$ac:spos:s") == b"1" and m.offset == 1
+            finally:
+                await raw.aclose()
+        finally:
+            sentinel.kill()
+            sentinel.wait(5)
 
 
 def test_from_config_and_describe():

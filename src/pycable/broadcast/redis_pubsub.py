@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
+from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broadcast.base import Broadcaster, BroadcastHandler
 from pycable.exceptions import BroadcastError
 from pycable.protocol.broadcast import parse_broadcast
@@ -65,7 +65,7 @@ class RedisPubSubBroadcaster:
         if task is None:
             return
         await stop_task(task)
-        await self.client.aclose()
+        await close(self.client)
 
     async def _run(self) -> None:
         backoff = Backoff()

@@ -39,7 +39,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
+from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broadcast.base import Broadcaster, BroadcastHandler
 from pycable.exceptions import BroadcastError, BrokerError
 from pycable.protocol.broadcast import parse_broadcast
@@ -144,7 +144,7 @@ class RedisStreamBroadcaster:
                 await self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
         except REDIS_ERRORS as exc:
             log.warning("redisx: could not remove consumer %s: %s", self.consumer, exc)
-        await self.client.aclose()
+        await close(self.client)
 
     # -- loop ------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
+from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
 from pycable.protocol.broadcast import StreamMessage
@@ -151,7 +151,7 @@ class RedisBroker:
         if task is None:
             return
         await stop_task(task)
-        await self.client.aclose()
+        await close(self.client)
 
     def describe(self) -> str:
         rules = f", stream rules: {len(self.policy.rules)}" if self.policy.rules else ""

@@ -29,7 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pycable._redis import REDIS_ERRORS, Backoff, address, connect, stop_task
+from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.exceptions import BroadcastError, BrokerError
 from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
 from pycable.pubsub.base import PubSubHandler, Subscriber
@@ -111,8 +111,8 @@ class RedisSubscriber:
             return
         await stop_task(task)
         await self._close_pubsub()
-        await self.listener.aclose()
-        await self.publisher.aclose()
+        await close(self.listener)
+        await close(self.publisher)
 
     async def _close_pubsub(self) -> None:
         ps, self._pubsub = self._pubsub, None
