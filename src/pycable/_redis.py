@@ -13,6 +13,7 @@ unreachable, restarting or refuses a command; callers turn them into
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -166,4 +167,6 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         await asyncio.wait({task}, timeout=0.05)
     if not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+        logging.getLogger("pycable.main").error(
+            "background task %s had failed", task.get_name(), exc_info=task.exception()
+        )

@@ -204,3 +204,26 @@ def test_command_channel_and_describe():
     assert command_channel(same) == "__anycable__-int"
     assert command_channel(Config(redis_prefix="x:")) == "x:__anycable_internal__"
     assert from_config(Config()).describe() == "Starting Redis pub/sub: localhost:6379"
+
+
+async def test_a_failing_handler_does_not_stop_the_listener(caplog):
+    """A bug in the node while handling one message is logged; the next message still arrives."""
+
+    class Flaky(Recorder):
+        def handle_pubsub(self, msg: StreamMessage) -> None:
+            if msg.data == "boom":
+                raise RuntimeError("node bug")
+            super().handle_pubsub(msg)
+
+    prefix = f"pycable-test:{uuid.uuid4().hex[:8]}:"
+    s, r = subscriber(redis_url(), prefix), Flaky()
+    await s.start(r)
+    try:
+        await s.subscribe("s")
+        await s.broadcast(StreamMessage("s", "boom"))
+        await s.broadcast(StreamMessage("s", "fine"))
+        await r.until(lambda: bool(r.messages))
+        assert [m.data for m in r.messages] == ["fine"]
+        assert "could not be delivered" in caplog.text
+    finally:
+        await s.shutdown()

@@ -103,6 +103,9 @@ class RedisPubSubBroadcaster:
                         exc,
                     )
                 down = True
+            except Exception:  # a bug must not stop the listener: start over
+                log.exception("Redis pub/sub broadcaster failed; reconnecting")
+                down = True
             finally:
                 self.ready.clear()
                 try:
@@ -120,7 +123,10 @@ class RedisPubSubBroadcaster:
             log.error("redis broadcaster: dropped a malformed publication: %s", exc)
             return
         if self.handler is not None:
-            self.handler.handle_fanout(publications)
+            try:
+                self.handler.handle_fanout(publications)
+            except Exception:  # the node's bug must not stop the listener
+                log.exception("redis broadcaster: a publication could not be delivered")
 
 
 if TYPE_CHECKING:

@@ -201,6 +201,9 @@ class RedisStreamBroadcaster:
                     log.warning("redisx: Redis at %s failed: %s: %s; reconnecting", self.where, type(exc).__name__, exc)
                 down = True
                 retry_own = True
+            except Exception:  # a bug must not stop ingestion: pending entries are retried
+                log.exception("redisx: the consumer loop failed; restarting it")
+                retry_own = True
             self.ready.clear()
             await backoff.wait()
 

@@ -172,6 +172,9 @@ class RedisSubscriber:
                 if not was_down:
                     log.warning("Redis pub/sub at %s failed: %s: %s; reconnecting", self.where, type(exc).__name__, exc)
                 was_down = True
+            except Exception:  # a bug must not stop the listener: start over
+                log.exception("Redis pub/sub listener failed; reconnecting")
+                was_down = True
             await self._close_pubsub()
             await backoff.wait()
 
@@ -199,10 +202,13 @@ class RedisSubscriber:
             log.warning("dropped a malformed pub/sub message on %r: %s", channel[:64], exc)
             return
         for pub in publications:
-            if isinstance(pub, RemoteCommand):
-                handler.handle_remote_command(pub)
-            else:
-                handler.handle_pubsub(pub)
+            try:
+                if isinstance(pub, RemoteCommand):
+                    handler.handle_remote_command(pub)
+                else:
+                    handler.handle_pubsub(pub)
+            except Exception:  # the node's bug must not stop the listener
+                log.exception("pub/sub message on %r could not be delivered", channel[:64])
 
     # -- interest --------------------------------------------------------------------------
 
