@@ -89,8 +89,26 @@ async def app(stack):
     await stack.app.normal()
 
 
+_opened: list[CableClient] = []
+
+
+async def open_client(url: str, **kw) -> CableClient:
+    client = await CableClient.open(url, **kw)
+    _opened.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def close_clients():
+    """Every client a test opened is closed (also those the server closed) before the
+    test's event loop ends, so no socket is left for the garbage collector."""
+    yield
+    while _opened:
+        await _opened.pop().close()
+
+
 async def connect(stack: Stack, user: str, **kw) -> CableClient:
-    client = await CableClient.open(stack.url(f"user={user}"), **kw)
+    client = await open_client(stack.url(f"user={user}"), **kw)
     await client.welcome()
     return client
 
@@ -113,7 +131,7 @@ class TestConnection:
     async def test_url_headers_and_cookies_reach_connect(self, stack, app):
         """URL, the --headers list (cookie filtered by --proxy-cookies), REMOTE_ADDR and sid."""
         mark = app.mark()
-        client = await CableClient.open(
+        client = await open_client(
             stack.url("user=ann&extra=1"),
             additional_headers={"Cookie": "user_session=abc; tracking=xyz", "X-API-TOKEN": "tok", "X-Other": "no"},
         )
@@ -130,20 +148,20 @@ class TestConnection:
         await client.close()
 
     async def test_a_rejected_connection_gets_unauthorized_then_a_close(self, stack, app):
-        client = await CableClient.open(stack.url())
+        client = await open_client(stack.url())
         msg = await client.wait_for({"type": "disconnect"})
         assert msg["reason"] == "unauthorized"
         assert await closed(client) == 1000
 
     async def test_connect_error_closes_with_1011_and_no_json(self, stack, app):
         await app.erroring()
-        client = await CableClient.open(stack.url("user=err"))
+        client = await open_client(stack.url("user=err"))
         assert await closed(client) == 1011
         assert client.received == []
 
     async def test_connect_slower_than_the_request_timeout_closes_with_1011(self, stack, app):
         await app.slow(1300)  # --rpc_request_timeout 1000
-        client = await CableClient.open(stack.url("user=slow"))
+        client = await open_client(stack.url("user=slow"))
         assert await closed(client) == 1011
         assert client.received == []
 
@@ -301,7 +319,7 @@ class TestChannels:
         await client.subscribe(ident)
         mark = app.mark()
         await app.slow(900)
-        waiting = asyncio.create_task(CableClient.open(stack.url("user=late")))
+        waiting = asyncio.create_task(open_client(stack.url("user=late")))
         await perform(client, ident, "echo", text="slow")
         await app.wait_calls(lambda c: c["method"] in ("connect", "command"), 2, after=mark)
         started = time.monotonic()
@@ -326,7 +344,7 @@ class TestRPCDown:
             await client.subscribe(ident)
             s.app.kill()
             started = time.monotonic()
-            refused = await CableClient.open(s.url("user=down"))
+            refused = await open_client(s.url("user=down"))
             assert await closed(refused) == 1011
             assert refused.received == []
             assert time.monotonic() - started >= 1.0, "retried for --rpc_command_timeout (1500 ms)"
@@ -362,7 +380,7 @@ class TestRestore:
     async def test_restore_makes_no_connect_call(self, stack, app):
         old_sid, ident = await self._session(stack, "lea")
         mark = app.mark()
-        client = await CableClient.open(stack.url(f"user=lea&sid={old_sid}"))
+        client = await open_client(stack.url(f"user=lea&sid={old_sid}"))
         welcome = await client.welcome()
         assert welcome["restored"] is True and welcome["restored_ids"] == [ident]
         # As the JS client does after a restore: ask for what was missed (here: nothing),
@@ -381,7 +399,7 @@ class TestRestore:
         s = restore_stack
         old_sid, ident = await self._session(s, "max")
         mark = s.app.mark()
-        client = await CableClient.open(s.url(f"user=max&sid={old_sid}"))
+        client = await open_client(s.url(f"user=max&sid={old_sid}"))
         welcome = await client.welcome()
         assert welcome["restored"] is True
         # The Restore call precedes any Command of the restored session: once this

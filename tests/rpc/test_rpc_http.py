@@ -61,6 +61,7 @@ class FakeApp:
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     server: asyncio.Server | None = None
+    handlers: set[asyncio.Task] = field(default_factory=set)
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -70,6 +71,9 @@ class FakeApp:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         conn = self.connections
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while True:
                 try:
@@ -94,10 +98,15 @@ class FakeApp:
                 await writer.drain()
         finally:
             writer.close()
+            self.handlers.discard(task)
 
     async def close(self) -> None:
+        """Stop listening and end every connection handler (their sockets are closed)."""
         if self.server is not None:
             self.server.close()
+        for task in list(self.handlers):
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 def script(*answers: bytes | None) -> Handler:
