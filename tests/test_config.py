@@ -141,3 +141,26 @@ def test_json_log_format_and_startup_lines(tmp_path):
     assert any(m.startswith("Accept broadcast requests at http://127.0.0.1:") for m in msgs)
     assert any(m == "Server is running in the public mode" for m in msgs)
     assert all({"time", "level", "msg"} <= set(entry) for entry in lines)
+
+
+def test_options_reach_the_components_they_configure():
+    """Each flag is wired: the App built from a config carries its values (no sockets opened)."""
+    from pycable.app import App
+
+    c = load_config(
+        cli(
+            "--public", "--presets", "broker", "--sessions_ttl", "42", "--disconnect_rate", "7",
+            "--disconnect_mode", "always", "--shutdown_timeout", "9", "--ping_interval", "4",
+            "--pong_timeout", "6", "--ws_max_pending_size", "4096", "--max_message_size", "2048",
+            "--max-conn", "11", "--headers", "cookie,x-api-token", "--history_limit", "5",
+        ),
+        environ={},
+    )
+    app = App(c)
+    node = app.node
+    assert node.disconnector.rate == 7
+    assert (node.config.sessions_ttl, node.config.disconnect_mode, node.config.shutdown_timeout) == (42, "always", 9)
+    assert node.broker.describe().startswith("Using in-memory broker") and "history limit: 5" in node.broker.describe()
+    opts = app.server.options
+    assert (opts.max_conn, opts.max_message_size, opts.headers) == (11, 2048, ("cookie", "x-api-token"))
+    assert (opts.ws.ping_interval, opts.ws.pong_timeout, opts.ws.max_pending) == (4, 6, 4096)

@@ -42,7 +42,7 @@ def chat(room: str) -> str:
 @pytest.fixture(scope="module", params=["grpc", "http"])
 def backend(request) -> str:
     if request.param == "http" and (why := node_available()):
-        pytest.skip(why)
+        pytest.fail(f"{why} (the HTTP RPC tests run a real @anycable/serverless-js app: do not skip them)")
     return request.param
 
 
@@ -138,7 +138,8 @@ class TestConnection:
         welcome = await client.welcome()
         call = await app.wait_call(where("connect"), after=mark)
         env = call["body"]["env"]
-        assert env["url"] == stack.url("user=ann&extra=1")
+        # Go sends the request URL with http(s)://, not ws:// (spec §1.1)
+        assert env["url"] == stack.url("user=ann&extra=1").replace("ws://", "http://", 1)
         assert env["headers"] == {"cookie": "user_session=abc", "x-api-token": "tok", "REMOTE_ADDR": "127.0.0.1"}
         assert "istate" not in env
         assert call["sid"] == welcome["sid"] and call["protov"] == "v1"
@@ -282,7 +283,7 @@ class TestChannels:
         await client.subscribe(ident)
         await perform(client, ident, "kick")
         await client.wait_for(message(lambda m: m == {"bye": True}))
-        assert await closed(client) in (1000, 1011)
+        assert await closed(client) == 1000
 
     async def test_a_failing_command_sends_nothing(self, stack, app):
         client = await connect(stack, "hal")
@@ -318,15 +319,14 @@ class TestChannels:
         ident = chat("j1")
         await client.subscribe(ident)
         mark = app.mark()
-        await app.slow(900)
+        await app.slow(600)  # well inside --rpc_request_timeout 1000
         waiting = asyncio.create_task(open_client(stack.url("user=late")))
         await perform(client, ident, "echo", text="slow")
         await app.wait_calls(lambda c: c["method"] in ("connect", "command"), 2, after=mark)
-        started = time.monotonic()
         stack.broadcast("room:j1", "fast")
-        await client.wait_for(message(lambda m: m == "fast"))
-        assert time.monotonic() - started < 0.5
         await client.wait_for(message(lambda m: m == {"echo": "slow"}))
+        got = [m.get("message") for m in client.received]
+        assert "fast" in got and got.index("fast") < got.index({"echo": "slow"}), "the broadcast waited for the RPC"
         late = await waiting
         await late.welcome()
         await late.close()
@@ -419,7 +419,7 @@ class TestRestore:
             "room": "max-room",
             "count": "1",
         }
-        assert body["env"]["url"] == s.url(f"user=max&sid={old_sid}")
+        assert body["env"]["url"] == s.url(f"user=max&sid={old_sid}").replace("ws://", "http://", 1)
         await client.close()
         await s.app.wait_call(lambda c: c["method"] == "disconnect" and c["sid"] == welcome["sid"])
         assert len(s.app.calls(where("restore", restored_sid=old_sid))) == 1
@@ -428,7 +428,7 @@ class TestRestore:
         """The real @anycable/core client: its socket is cut, it reconnects with its sid and is
         restored: one Connect in all, one Restore, and its channel keeps working."""
         if why := node_available():
-            pytest.skip(why)
+            pytest.fail(why)
         s = restore_stack
         mark = s.app.mark()
         js = JsClient(s.url("user=jsuser"), "js-room")

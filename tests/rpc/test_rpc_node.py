@@ -18,9 +18,10 @@ from pycable.broker.memory import MemoryBroker
 from pycable.exceptions import RPCError
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
+from pycable.node.session import Session
 from pycable.protocol.broadcast import StreamMessage
 from pycable.rpc.base import FAILURE, SUCCESS, CommandResult, ConnectResult, Env
-from pycable.testing import connect_session, send
+from pycable.testing import RecordingConnection, connect_session, send
 
 CHAT = json.dumps({"channel": "ChatChannel", "room": "1"})
 NEWS = json.dumps({"channel": "NewsChannel"})
@@ -68,7 +69,11 @@ class FakeRPC:
     async def connect(self, env: Env) -> ConnectResult:
         self._record("connect", env)
         if self.gate is not None:
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self._record("connect cancelled", env)
+                raise
         return self.on_connect(env)
 
     def on_connect(self, env: Env) -> ConnectResult:
@@ -162,9 +167,6 @@ class TestConnect:
 
 
 async def _connect(node: Node, sid: str, url: str):
-    from pycable.node.session import Session
-    from pycable.testing import RecordingConnection
-
     conn = RecordingConnection()
     session = Session(sid, conn, Env(url, {}, sid, "127.0.0.1"), ext=True, resumable=node.resumable(True))
     await node.authenticate(session)
@@ -267,6 +269,41 @@ class TestCommands:
         assert conn.messages[-1] == {"identifier": PUBLIC, "type": "confirm_subscription"}
         await send(node, s, {"command": "unsubscribe", "identifier": PUBLIC})
         assert rpc.of("command") == []
+
+    async def test_whisper_and_perform_on_a_public_stream_make_no_rpc_call(self, setup):
+        node, rpc = setup
+        s, conn = await connect_session(node, "s1")
+        peer, peer_conn = await connect_session(node, "s2")
+        for session in (s, peer):
+            await send(node, session, {"command": "subscribe", "identifier": PUBLIC})
+        await send(node, s, {"command": "whisper", "identifier": PUBLIC, "data": {"typing": True}})
+        await send(node, s, {"command": "message", "identifier": PUBLIC, "data": json.dumps({"action": "x"})})
+        while node.hub._worker is not None:
+            await asyncio.shield(node.hub._worker)
+        assert [m["message"] for m in peer_conn.stream_messages()] == [{"typing": True}]
+        assert conn.stream_messages() == [], "a whisper is not echoed to its sender"
+        assert rpc.of("command") == []
+
+    async def test_a_subscribe_reply_with_disconnect_closes_after_relaying(self, setup):
+        node, rpc = setup
+        s, conn = await connect_session(node, "s1")
+        rpc.on_command = lambda command, identifier, data: CommandResult(
+            SUCCESS, disconnect=True, streams=["room:1"], transmissions=[confirm(identifier)]
+        )
+        await send(node, s, {"command": "subscribe", "identifier": CHAT})
+        assert conn.messages[-1] == {"identifier": CHAT, "type": "confirm_subscription"}
+        assert conn.closed == (1000, "Command Failed")
+
+    async def test_a_rejected_subscribe_keeps_the_connection_state_it_returned(self, setup):
+        node, rpc = setup
+        s, conn = await connect_session(node, "s1")
+        rpc.on_command = lambda command, identifier, data: CommandResult(
+            FAILURE, streams=["room:1"], cstate={"rejected": "1"}, transmissions=['{"type":"reject_subscription"}']
+        )
+        await send(node, s, {"command": "subscribe", "identifier": CHAT})
+        assert conn.messages[-1] == {"type": "reject_subscription"}
+        assert CHAT not in s.subscriptions and s.cstate["rejected"] == "1"
+        assert "room:1" not in node.hub.streams
 
 
 class TestDisconnect:
@@ -392,6 +429,31 @@ class TestRestore:
         await perform(node, s2, CHAT)
         assert rpc.of("command")[-1][4] == {"room": "1", "count": "2"}
 
+    async def test_a_client_gone_during_the_restore_lookup_gets_no_connect_call(self, setup):
+        node, rpc = setup
+        s, _ = await connect_session(node, "old")
+        await node.disconnect(s)
+        looked_up, resume = asyncio.Event(), asyncio.Event()
+        restore_session = node.broker.restore_session
+
+        async def slow_restore(sid: str):
+            looked_up.set()
+            await resume.wait()
+            return await restore_session(sid)
+
+        node.broker.restore_session = slow_restore
+        conn = RecordingConnection()
+        session = Session("new", conn, Env("ws://test/cable?sid=old", {}, "new", "127.0.0.1"), ext=True, resumable=True)
+        task = asyncio.create_task(node.authenticate(session, "old"))
+        await looked_up.wait()
+        session.closed = True  # what the transport does when the socket goes
+        resume.set()
+        assert await task is False
+        assert not session.connected and conn.messages == []
+        assert len(rpc.of("connect")) == 1, "no Connect for a client that left"
+        assert "new" not in node.hub.sessions
+
+
     async def test_a_failing_restore_call_does_not_fail_the_restore(self, setup):
         node, rpc = setup
         rpc.restore_error = True
@@ -417,3 +479,26 @@ class TestRPCDown:
         assert [m["message"] for m in conn.stream_messages()] == ["live"]
         rpc.gate.set()
         await asyncio.gather(hung_connect, hung_perform)
+
+
+class TestOverTheSocket:
+    async def test_a_client_leaving_during_connect_cancels_the_call(self, setup):
+        """Spec §6.7: an RPC call in flight is cancelled when its session closes."""
+        from websockets.asyncio.client import connect
+
+        from pycable.transport.http import HttpOptions, ServerState
+        from pycable.transport.server import Server
+
+        node, rpc = setup
+        rpc.gate = asyncio.Event()
+        state = ServerState(node)
+        server = Server(state, "127.0.0.1", 0, HttpOptions())
+        await server.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{server.port}/cable", subprotocols=["actioncable-v1-ext-json"]):
+                (env,) = await rpc.wait("connect")
+            assert env.url == f"http://127.0.0.1:{server.port}/cable"
+            await rpc.wait("connect cancelled")
+            assert not node.hub.sessions
+        finally:
+            await server.shutdown(1.0)

@@ -123,10 +123,11 @@ class Node:
     def describe(self) -> list[str]:
         return [self.broker.describe(), self.pubsub.describe(), *self.controller.describe().splitlines()]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _touch_loop(self) -> None:
         interval = max(self.config.sessions_ttl / 2, 0.5)
@@ -157,6 +158,8 @@ class Node:
                     return True
             except BrokerError as exc:
                 log.warning("session restore failed, falling back to connect: %s", exc)
+        if session.closed:  # the client left during the restore lookup: nobody to connect
+            return False
         try:
             result = await self.controller.connect(session.env)
         except RPCError as exc:
@@ -282,7 +285,10 @@ class Node:
                 assert history is not None
                 await self._history(session, sub, history)
             await self._commit(session)
-        else:
+        else:  # FAILURE: no subscription, but the reply's connection state and transmissions count
+            if result.cstate:
+                _merge(session.env.cstate, result.cstate)
+                await self._commit(session)
             for t in result.transmissions:
                 session.send(t.encode())
         if result.disconnect:

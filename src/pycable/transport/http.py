@@ -62,7 +62,7 @@ class HttpOptions:
     proxy_cookies: tuple[str, ...] = ()
     version: str = ""
     ws: WSOptions = field(default_factory=WSOptions)
-    scheme: str = "ws"
+    scheme: str = "http"  # the RPC env url: http(s)://host/path as Go sends it (spec §1.1)
     jwt_header: str = ""
 
 
@@ -273,7 +273,7 @@ class HttpProtocol(asyncio.Protocol):
         prev_sid = headers.get("X-AnyCable-Restore-SID") or query.get("sid", "")
         if rest:
             conn.data_received(rest)
-        node._spawn(_authenticate(node, conn, session, prev_sid))
+        conn.auth_task = node._spawn(_authenticate(node, conn, session, prev_sid))
 
     def _env(self, headers: Headers, query: dict[str, str], sid: str) -> Env:
         opts = self.options

@@ -88,6 +88,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.flood = FloodGuard()
         self.commands: deque[Command] = deque()
         self.runner: asyncio.Task[None] | None = None
+        #: Restore-or-Connect in flight; cancelled if the client leaves before it ends (§6.7).
+        self.auth_task: asyncio.Task[None] | None = None
         self.ready = False  # authenticated: commands may run
         now = time.time()
         self.heartbeat = Heartbeat(interval, pong_timeout, now)
@@ -146,6 +148,9 @@ class WebSocketConnection(asyncio.Protocol):
             self.close_timer.cancel()
         if self.runner is not None and not self.runner.done():
             self.runner.cancel()
+        auth = self.auth_task
+        if auth is not None and not auth.done() and (self.session is None or not self.session.connected):
+            auth.cancel()
         if callable(self.on_lost):
             self.on_lost(self)
         if self.session is not None:
