@@ -134,6 +134,17 @@ class TestExpiry:
         with pytest.raises(HistoryError):
             await b.history_from("a", b.epoch, 1)
 
+    async def test_per_stream_ttl_rule(self, make_broker):
+        """A matching rule's TTL keeps its streams' history; the others expire with the default."""
+        h = await make_broker(ttl=1, rules=(StreamRule("keep/*", ttl=600),))
+        b = h.broker
+        await publish(b, "keep/1", 2)
+        await publish(b, "a", 2)
+        await h.advance(2.5)
+        h.expire()
+        assert [m.offset for m in await b.history_from("keep/1", b.epoch, 0)] == [1, 2]
+        assert await b.history_since("a", 0) == []
+
     async def test_offsets_never_go_back_after_expiry(self, make_broker):
         """A stream recreated after it was dropped (idle for 10 TTLs) continues above its last offset."""
         h = await make_broker(ttl=0.2)

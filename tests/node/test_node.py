@@ -158,6 +158,75 @@ class TestHistory:
         assert [m.offset for m in await broker.history_since("chat", 0)] == [1, 2]
 
 
+    async def test_history_by_since_replays_and_skips_transient(self, setup):
+        node, broker, clock = setup
+        await node.handle_broadcast([StreamMessage("chat", "1"), StreamMessage("chat", "t", transient=True)])
+        clock.now += 10
+        await publish(node, "chat", "2", "3")
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT,
+                             "history": {"since": int(clock.now) - 5}})
+        assert offsets(conn) == [2, 3]
+        assert conn.messages[-1] == {"type": "confirm_history", "identifier": IDENT}
+
+    async def test_malformed_history_on_subscribe_confirms_then_rejects(self, setup):
+        node, _, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT, "history": {"since": "soon"}})
+        assert [m.get("type") for m in conn.messages[1:]] == ["confirm_subscription", "reject_history"]
+        await publish(node, "chat", "1")
+        assert offsets(conn) == [1], "the subscription works"
+
+    async def test_a_fully_expired_stream_rejects_offset_history(self, setup):
+        """Spec §9.5 case 3."""
+        node, broker, clock = setup
+        await publish(node, "chat", "1", "2")
+        epoch = broker.epoch
+        clock.now += 61  # past --history_ttl (60) and idle: the stream goes
+        broker.expire(clock.now)
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT,
+                             "history": {"streams": {"chat": {"epoch": epoch, "offset": 1}}}})
+        assert [m.get("type") for m in conn.messages[1:]] == ["confirm_subscription", "reject_history"]
+
+    async def test_history_before_the_first_live_message_is_rejected(self, setup):
+        """Offsets 2, 3 were never sent to this subscription and cannot follow 4 in order."""
+        node, broker, _ = setup
+        await publish(node, "chat", "1", "2", "3")
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", "4")
+        conn.clear()
+        await send(node, s, {"command": "history", "identifier": IDENT,
+                             "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 1}}}})
+        assert conn.messages == [{"type": "reject_history", "identifier": IDENT}]
+        conn.clear()
+        await send(node, s, {"command": "history", "identifier": IDENT,
+                             "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 3}}}})
+        assert conn.messages == [{"type": "confirm_history", "identifier": IDENT}], "nothing missed from 3 on"
+
+    async def test_a_resubscribe_during_a_large_fan_out_gets_each_offset_once(self, setup, monkeypatch):
+        """The fan-out walks a snapshot and yields; a subscriber removed meanwhile is skipped
+        (the same session, subscribed again, has a new cursor)."""
+        from pycable.node import hub
+
+        monkeypatch.setattr(hub, "YIELD_EVERY", 2)
+        node, broker, _ = setup
+        for i in range(6):
+            other, _ = await connect_session(node, f"o{i}")
+            await send(node, other, {"command": "subscribe", "identifier": IDENT})
+        s, conn = await connect_session(node, "target")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", "1")
+        await node.handle_broadcast([StreamMessage("chat", "2"), StreamMessage("chat", "3")])
+        await asyncio.sleep(0)  # let the fan-out of 2 start and stop at its first yield
+        assert node.hub._worker is not None and offsets(conn) == [1]
+        await send(node, s, {"command": "unsubscribe", "identifier": IDENT})
+        await send(node, s, {"command": "subscribe", "identifier": IDENT,
+                             "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 1}}}})
+        await drain(node)
+        assert offsets(conn) == [1, 2, 3]
+
 class TestRestore:
     async def test_restore_without_resubscribing_and_exactly_once(self, setup):
         """Spec §9.4/§9.5 12: restored welcome, no confirm, held live + replay exactly once."""
@@ -197,6 +266,41 @@ class TestRestore:
         assert conn2.stream_messages() == []
         await asyncio.sleep(0.1)  # the hold timeout itself is what is tested here
         assert offsets(conn2) == [1]
+
+    async def test_history_after_the_hold_expired_is_rejected_not_confirmed_with_a_gap(self, setup):
+        """The client's history command comes after the hold timer released live messages:
+        the missed ones can no longer be sent in order, so the reply is reject_history."""
+        node, broker, _ = setup
+        s, conn = await connect_session(node, "old")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await publish(node, "chat", "1")
+        await node.disconnect(s)
+        await publish(node, "chat", "2", "3")
+        s2, conn2 = await connect_session(node, "new", prev_sid="old")
+        await publish(node, "chat", "4")
+        s2.hold_timer.cancel()
+        node._release_all(s2)  # what the timer does after --restore_hold
+        assert offsets(conn2) == [4]
+        await send(node, s2, {"command": "history", "identifier": IDENT,
+                              "history": {"streams": {"chat": {"epoch": broker.epoch, "offset": 1}}}})
+        assert conn2.messages[-1] == {"type": "reject_history", "identifier": IDENT}
+        assert offsets(conn2) == [4]
+
+    async def test_held_overflow_is_logged_and_counted(self, setup, monkeypatch, caplog):
+        from pycable.protocol import delivery
+
+        monkeypatch.setattr(delivery, "MAX_HELD", 2)
+        node, broker, _ = setup
+        s, conn = await connect_session(node, "old")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        await node.disconnect(s)
+        s2, conn2 = await connect_session(node, "new", prev_sid="old")
+        await publish(node, "chat", "1", "2", "3")
+        s2.hold_timer.cancel()
+        node._release_all(s2)
+        assert offsets(conn2) == [2, 3]
+        assert node.stats["held_overflow"] == 1
+        assert "the oldest were dropped" in caplog.text
 
     async def test_unknown_expired_or_disabled_sessions_connect_normally(self, setup):
         """Spec §9.5 cases 6, 7, 8."""
@@ -239,6 +343,16 @@ class TestBroadcastFeatures:
         await node.handle_broadcast([StreamMessage("chat", "1", exclude_socket="a")])
         await drain(node)
         assert ca.stream_messages() == [] and len(cb.stream_messages()) == 1
+
+    async def test_fan_out_broadcasts_bypass_the_broker(self, setup):
+        """Spec §9.5 case 11: a legacy redis/nats broadcast is not stored and carries no position."""
+        node, broker, _ = setup
+        s, conn = await connect_session(node, "s1")
+        await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        node.handle_fanout([StreamMessage("chat", '"legacy"')])
+        await drain(node)
+        assert conn.stream_messages() == [{"identifier": IDENT, "message": "legacy"}]
+        assert await broker.history_since("chat", 0) == []
 
     async def test_whisper_reaches_others_only(self, setup):
         node, broker, _ = setup

@@ -72,3 +72,24 @@ def test_hold_is_bounded():
     assert c.overflowed
     out = c.release()
     assert len(out) == MAX_HELD and out[0].offset == 11 and out[-1].offset == MAX_HELD + 10
+
+
+def test_start_is_the_first_offset_delivered_in_the_epoch():
+    c = StreamCursor()
+    assert c.start == 0 and not c.missed([M(1), M(2)])
+    c.admit(M(4))
+    c.admit(M(5))
+    assert c.start == 4
+    assert c.missed([M(2), M(3), M(4)]), "2 and 3 were never sent and cannot follow 4"
+    assert not c.missed([M(4), M(5), M(6)])
+    assert not c.missed([M(2, "other")]), "another epoch is the broker's business (reject by epoch)"
+    assert not c.missed([M(0, "")]), "transient messages have no position"
+    c.admit(M(1, "new"))
+    assert (c.start, c.epoch) == (1, "new")
+
+
+def test_start_follows_a_replay():
+    c = StreamCursor()
+    c.hold()
+    assert offsets(c.replay([M(3), M(4)])) == [3, 4]
+    assert c.start == 3

@@ -46,7 +46,7 @@ class MemoryBroker:
         self.sessions_ttl = sessions_ttl
         self.clock = clock
         self.sweep_interval = sweep_interval
-        self._epoch = epoch or secrets.token_hex(2)
+        self._epoch = epoch or secrets.token_hex(4)
         self.streams: dict[str, MemStream] = {}
         self.refs: dict[str, int] = {}
         self.offset_floor = 0

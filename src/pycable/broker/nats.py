@@ -131,7 +131,7 @@ def _session_key(sid: str) -> str:
 
 
 def _new_epoch() -> str:
-    return secrets.token_urlsafe(3)  # 4 characters, like AnyCable's nanoid(4)
+    return secrets.token_urlsafe(6)  # 8 characters: 48 bits (AnyCable's nanoid(4) has 24)
 
 
 class SnapshotStream(MemStream):

@@ -165,7 +165,7 @@ class RedisBroker:
         epoch = await self._call(
             self._refresh,
             [self._epoch_key, self._live_key, self._meta_key],
-            [secrets.token_hex(2), self._epoch_ttl_ms, self._spos_prefix],
+            [secrets.token_hex(4), self._epoch_ttl_ms, self._spos_prefix],
         )
         self._set_epoch(epoch.decode())
         return self._epoch
@@ -230,7 +230,7 @@ class RedisBroker:
                 msg.data,
                 max(1, limit),
                 _ms(ttl),
-                secrets.token_hex(2),
+                secrets.token_hex(4),
                 self._epoch_ttl_ms,
                 msg.stream,
                 self._spos_prefix,

@@ -50,7 +50,7 @@ def frame_for(msg: StreamMessage, identifier: str) -> bytes:
 class Subscriber:
     """One (session, identifier) subscribed to a stream, as the fan-out loop needs it."""
 
-    __slots__ = ("session", "sid", "identifier", "cursor", "send")
+    __slots__ = ("session", "sid", "identifier", "cursor", "send", "active")
 
     def __init__(self, session: Session, identifier: str, cursor: Cursor) -> None:
         self.session = session
@@ -58,6 +58,9 @@ class Subscriber:
         self.identifier = identifier
         self.cursor = cursor
         self.send = session.conn.send_frame
+        #: False once removed from the index: a fan-out still walking its snapshot skips it
+        #: (the same session may already be subscribed again, with a new cursor).
+        self.active = True
 
 
 class Hub:
@@ -104,7 +107,9 @@ class Hub:
     def _remove(self, stream: str, session: Session, identifier: str) -> None:
         subs = self.streams.get(stream)
         if subs is not None:
-            subs.pop((session, identifier), None)
+            gone = subs.pop((session, identifier), None)
+            if gone is not None:
+                gone.active = False
             if not subs:
                 del self.streams[stream]
 
@@ -140,15 +145,17 @@ class Hub:
         frames: dict[str, bytes] = {}
         last_identifier, frame = "", b""
         sent = 0
-        # A snapshot: subscribers may come and go while this yields. This is the hottest
-        # loop of the server: the cursor's common case (not holding, offset ahead) is
-        # inlined; everything else goes through StreamCursor.admit.
+        # A snapshot: subscribers may come and go while this yields (a removed one is
+        # inactive). This is the hottest loop of the server: the cursor's common case (not
+        # holding, offset ahead) is inlined from StreamCursor.admit; the rest goes through it.
         for sub in list(subs.values()):
-            if exclude is not None and sub.sid == exclude:
+            if not sub.active or (exclude is not None and sub.sid == exclude):
                 continue
             cursor = sub.cursor
             if cursor.held is None and (not offset or offset > cursor.offset or epoch != cursor.epoch):
                 if offset:
+                    if epoch != cursor.epoch:
+                        cursor.start = offset
                     cursor.epoch, cursor.offset = epoch, offset
             elif cursor.admit(msg) != SEND:
                 continue

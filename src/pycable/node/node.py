@@ -33,7 +33,7 @@ from pycable.protocol import constants as c
 from pycable.protocol import messages
 from pycable.protocol.broadcast import Publication, RemoteCommand, StreamMessage
 from pycable.protocol.codec import Command
-from pycable.protocol.delivery import StreamCursor
+from pycable.protocol.delivery import MAX_HELD, StreamCursor
 from pycable.protocol.history import HistoryRequest, parse_history
 from pycable.pubsub.base import LocalSubscriber, Subscriber
 from pycable.rpc.base import FAILURE, SUCCESS, CommandResult, Controller, Env
@@ -85,7 +85,8 @@ class Node:
         if self.broker.supports_history and (self.broker.is_distributed or self.pubsub.is_multi_node):
             self.gaps = GapFiller(self.broker, self.hub)
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
-        self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0}
+        self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0,
+                      "held_overflow": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -233,7 +234,14 @@ class Node:
             self._release(session, sub)
 
     def _release(self, session: Session, sub: Subscription) -> None:
-        for cursor in sub.streams.values():
+        for stream, cursor in sub.streams.items():
+            if cursor.overflowed:
+                cursor.overflowed = False
+                self.stats["held_overflow"] += 1
+                log.warning(
+                    "more than %d messages held for sid=%s stream=%s: the oldest were dropped",
+                    MAX_HELD, session.sid, stream,
+                )
             self.hub.deliver(session, sub.identifier, cursor, cursor.release())
 
     # -- commands --------------------------------------------------------------------------
@@ -406,6 +414,8 @@ class Node:
                     backlog = await self.broker.history_since(stream, request.since)
                 else:
                     continue
+                if cursor.missed(backlog):
+                    raise HistoryError(f"{stream}: messages before offset {cursor.start} were not delivered in order")
                 backlogs.append((cursor, backlog))
         except (HistoryError, BrokerError) as exc:
             log.debug("history rejected sid=%s identifier=%s: %s", session.sid, identifier, exc)

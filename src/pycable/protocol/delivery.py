@@ -16,6 +16,11 @@ nothing out of order.
 
 Messages without an offset (transient, or no broker) are never dropped, but they are held
 with the rest so that order is kept.
+
+A cursor also remembers ``start``, the first offset it delivered in its epoch. A later
+history request reaching back before ``start`` asks for messages that can no longer be
+sent in order (the client already has later ones): :meth:`StreamCursor.missed` says so and
+the request is rejected instead of being confirmed with a silent gap.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ __all__ = ["StreamCursor", "Positioned", "SEND", "DROP", "HOLD", "MAX_HELD"]
 SEND, DROP, HOLD = 0, 1, 2
 
 #: At most this many live messages are held per cursor; the oldest go first (they are
-#: the ones the replay most likely covers). A warning is due when this happens.
+#: the ones the replay most likely covers). ``overflowed`` tells; the node logs it.
 MAX_HELD = 10_000
 
 
@@ -47,11 +52,13 @@ M = TypeVar("M", bound=Positioned)
 class StreamCursor(Generic[M]):
     """The last position delivered to one subscription in one stream."""
 
-    __slots__ = ("epoch", "offset", "held", "overflowed")
+    __slots__ = ("epoch", "offset", "start", "held", "overflowed")
 
     def __init__(self, epoch: str = "", offset: int = 0) -> None:
         self.epoch = epoch
         self.offset = offset
+        #: The first offset delivered in this epoch (0: none yet).
+        self.start = 0
         #: Held live messages while a replay is pending, else ``None``.
         self.held: deque[M] | None = None
         self.overflowed = False
@@ -68,10 +75,19 @@ class StreamCursor(Generic[M]):
     def _advance(self, epoch: str, offset: int) -> bool:
         if not offset:
             return True
-        if epoch == self.epoch and offset <= self.offset:
-            return False
+        if epoch == self.epoch:
+            if offset <= self.offset:
+                return False
+        else:
+            self.start = offset
         self.epoch, self.offset = epoch, offset
         return True
+
+    def missed(self, backlog: Iterable[M]) -> bool:
+        """True if *backlog* holds a message of this epoch from before :attr:`start`: the
+        client never had it and it cannot be sent in order any more."""
+        start = self.start
+        return bool(start) and any(m.offset and m.offset < start and m.epoch == self.epoch for m in backlog)
 
     def admit(self, msg: M) -> int:
         """Decide for a live message: :data:`SEND` (cursor advanced), :data:`DROP` or :data:`HOLD`."""
