@@ -383,6 +383,66 @@ class TestBroadcastFeatures:
             assert c.closed == (1000, "Closed remotely")
 
 
+class GatedPubSub:
+    """A pub/sub whose subscribe waits for a gate (a slow Redis/NATS confirmation)."""
+
+    is_multi_node = True
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.subscribing = asyncio.Event()
+        self.subscribed: list[str] = []
+        self.handler = None
+
+    async def start(self, handler) -> None:
+        self.handler = handler
+
+    async def shutdown(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "gated"
+
+    async def subscribe(self, stream: str) -> None:
+        self.subscribing.set()
+        await self.gate.wait()
+        self.subscribed.append(stream)
+
+    async def unsubscribe(self, stream: str) -> None:
+        pass
+
+    async def broadcast(self, msg) -> None:
+        self.handler.handle_pubsub(msg)
+
+    async def broadcast_command(self, cmd) -> None:
+        self.handler.handle_remote_command(cmd)
+
+
+async def test_a_second_local_subscriber_waits_for_the_pub_sub_subscription():
+    """Until the node's pub/sub subscription is live, no subscriber of that stream is confirmed
+    (a history read before it could miss a message that would then never arrive)."""
+    pubsub = GatedPubSub()
+    broker = MemoryBroker(HistoryPolicy(limit=5, ttl=60), sessions_ttl=60, clock=FakeClock())
+    node = Node(LocalController(noauth=True, public_streams=True), broker, pubsub, config=NodeConfig(sessions_ttl=60))
+    await node.start()
+    try:
+        a, conn_a = await connect_session(node, "a")
+        b, conn_b = await connect_session(node, "b")
+        first = asyncio.create_task(send(node, a, {"command": "subscribe", "identifier": IDENT}))
+        await pubsub.subscribing.wait()
+        second = asyncio.create_task(send(node, b, {"command": "subscribe", "identifier": IDENT}))
+        await asyncio.sleep(0)  # give the second subscribe every chance to run ahead
+        await asyncio.sleep(0)
+        assert len(node.hub.streams["chat"]) == 2
+        assert [m.get("type") for m in conn_b.messages] == ["welcome"], "confirmed before pub/sub was live"
+        pubsub.gate.set()
+        await asyncio.gather(first, second)
+        assert pubsub.subscribed == ["chat"], "one pub/sub subscription per stream per node"
+        assert conn_b.messages[-1]["type"] == "confirm_subscription"
+    finally:
+        await node.shutdown()
+
+
 class TestBoundedMemory:
     async def test_churn_returns_internal_counts_to_zero(self, setup):
         node, broker, clock = setup

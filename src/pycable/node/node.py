@@ -89,6 +89,8 @@ class Node:
                       "held_overflow": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Streams whose pub/sub subscription is in flight: later local subscribers wait for it.
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self.shutting_down = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -469,8 +471,18 @@ class Node:
         try:
             if delta > 0:
                 await self.broker.subscribe(stream)
-                if len(self.hub.streams.get(stream, ())) == 1:
-                    await self.pubsub.subscribe(stream)
+                pending = self._subscribing.get(stream)
+                if pending is not None:
+                    # Not subscribed to pub/sub yet: a history read now could miss a message
+                    # published before the subscription is live, and it would never arrive.
+                    await asyncio.shield(pending)
+                elif len(self.hub.streams.get(stream, ())) == 1:
+                    done = self._subscribing[stream] = asyncio.get_running_loop().create_future()
+                    try:
+                        await self.pubsub.subscribe(stream)
+                    finally:
+                        del self._subscribing[stream]
+                        done.set_result(None)
             else:
                 if self.gaps is not None and stream not in self.hub.streams:
                     self.gaps.forget(stream)
