@@ -164,3 +164,28 @@ def test_options_reach_the_components_they_configure():
     opts = app.server.options
     assert (opts.max_conn, opts.max_message_size, opts.headers) == (11, 2048, ("cookie", "x-api-token"))
     assert (opts.ws.ping_interval, opts.ws.pong_timeout, opts.ws.max_pending) == (4, 6, 4096)
+
+
+@pytest.mark.parametrize(
+    "argv, environ",
+    [
+        (("--broker", "redis"), {}),
+        (("--broadcast_adapter", "http,redisx"), {}),
+        (("--redis_url", "redis://10.0.0.1:6379/0"), {}),
+        ((), {"REDIS_URL": "redis://10.0.0.1:6379/0"}),
+    ],
+)
+def test_pubsub_follows_redis_when_not_set(argv, environ):
+    """Spec §8.1: Redis in use and no --pubsub → Redis pub/sub; an explicit --pubsub wins."""
+    c = load_config(cli(*argv), environ=environ)
+    c.apply_presets()
+    assert c.pubsub == "redis"
+    c = load_config(cli(*argv, "--pubsub", "none"), environ=environ)
+    c.apply_presets()
+    assert c.pubsub == "none"
+
+
+def test_pubsub_stays_none_without_redis():
+    c = load_config(cli("--broker", "memory", "--broadcast_adapter", "http,redis"), environ={})
+    c.apply_presets()
+    assert c.pubsub == "none"

@@ -103,7 +103,8 @@ class Config:
         [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
         "broker", kind="rules")
     # -- pubsub ----------------------------------------------------------------------------
-    pubsub: str = option("none", "Pub/sub adapter for clusters: none, redis, nats", "pubsub")
+    pubsub: str = option("none", "Pub/sub adapter for clusters: none, redis, nats (redis when Redis is in use and this is unset)",
+                         "pubsub")
     # -- redis -----------------------------------------------------------------------------
     redis_url: str = option("redis://localhost:6379", "Redis URL (redis:// or rediss://)", "redis",
                             env=("REDIS_URL",))
@@ -211,6 +212,11 @@ class Config:
                 if "pubsub" not in self.explicit:
                     self.pubsub = "redis"
             applied.append(preset)
+        # Spec §8.1: pub/sub follows Redis when it is in use and --pubsub was not set, so that
+        # a second node sees the first one's broadcasts without another flag.
+        uses_redis = "redis_url" in self.explicit or "redisx" in self.broadcast_adapter or self.broker == "redis"
+        if "pubsub" not in self.explicit and self.pubsub in ("", "none") and uses_redis:
+            self.pubsub = "redis"
         return applied
 
     def validate(self) -> None:

@@ -77,6 +77,8 @@ def cluster():
             "--pubsub", "nats",
             "--embed_nats",
             "--enats_addr", f"nats://127.0.0.1:{client_ports[i]}",
+            # its own embedded server, whatever NATS_URL the tests were given
+            "--nats_servers", f"nats://127.0.0.1:{client_ports[i]}",
             "--enats_cluster", f"nats://127.0.0.1:{cluster_ports[i]}",
             "--enats_cluster_routes", routes,
             "--enats_store_dir", os.path.join(store, f"n{i + 1}"),

@@ -1015,11 +1015,24 @@ class NatsBroker:
     async def _get_session(self, kv: KeyValue, sid: str, budget: float = 0) -> bytes | None:
         key = _session_key(sid)
 
+        js = self._js
+        assert js is not None
+        bucket = self.sessions_bucket
+
         async def get() -> bytes | None:
+            # A direct get rather than kv.get: it carries the entry's timestamp. JetStream
+            # removes expired entries on its own sweep (about 0.3 s late on nats-server 2.15),
+            # so the TTL is enforced here to the contract's precision.
             try:
-                return (await kv.get(key)).value
-            except KeyNotFoundError:
+                msg = await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}", direct=True)
+            except NotFoundError:
                 return None
+            if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+                return None
+            stamp = msg.time.timestamp() if msg.time is not None else None
+            if stamp is not None and stamp + self.sessions_ttl <= time.time():
+                return None
+            return msg.data
 
         return await self._retry(get, f"reading session {sid[:32]!r}", budget)
 

@@ -4,6 +4,7 @@ Never a silent skip: if neither works, the tests fail with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -27,9 +28,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _has_jetstream(url: str) -> bool:
+def _answers(url: str) -> bool:
+    """Something listens at *url* (nats-py's connect can retry forever when nothing does)."""
+    rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    host, _, port = rest.partition(":")
     try:
-        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+        socket.create_connection((host or "127.0.0.1", int(port or 4222)), timeout=1).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+async def _connect(url: str, timeout: float) -> nats.NATS:
+    return await asyncio.wait_for(
+        nats.connect(url, connect_timeout=timeout, allow_reconnect=False, max_reconnect_attempts=1), timeout + 1
+    )
+
+
+async def _has_jetstream(url: str) -> bool:
+    if not _answers(url):
+        return False
+    try:
+        nc = await _connect(url, 1)
     except Exception:
         return False
     try:
@@ -87,7 +107,7 @@ async def nats_url() -> str:
 async def delete_prefixed(url: str, prefix: str) -> None:
     """Delete every JetStream stream (and KV bucket) made under ``nats_prefix=prefix``."""
     token = safe_token(prefix)
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
+    nc = await _connect(url, 2)
     try:
         js = nc.jetstream(timeout=5)
         names = [si.config.name for si in await js.streams_info()]
