@@ -203,6 +203,7 @@ async def serve(config: Config) -> int:
         await app.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
+        await app.shutdown()  # what did start (broker connections, embedded NATS) stops
         return 1
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
