@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from helpers.redis_server import RedisServer, redis_url
 from pycable._redis import connect
 from pycable.config import Config
-from pycable.exceptions import BrokerError
 from pycable.protocol.broadcast import RemoteCommand, StreamMessage
 from pycable.pubsub import redis as redis_pubsub
 from pycable.pubsub.redis import RedisSubscriber, command_channel, from_config
@@ -73,15 +72,18 @@ async def test_messages_reach_nodes_listening_on_the_stream(pair):
     _, [(a, ra), (b, rb)] = pair
     await b.subscribe("chat")
     msg = StreamMessage("chat", '{"t":1}', exclude_socket="sid1", broadcast_type="x", offset=4, epoch="ep")
+    other = StreamMessage("other", "1", offset=1, epoch="ep")
     await a.broadcast(msg)
-    await a.broadcast(StreamMessage("other", "1", offset=1, epoch="ep"))
+    await a.broadcast(other)
+    assert ra.messages == [msg, other], "delivered locally at once, not through Redis"
     await rb.until(lambda: len(rb.messages) == 1)
     assert rb.messages == [msg]
     await b.unsubscribe("chat")
     await a.subscribe("chat")
     await b.broadcast(StreamMessage("chat", "2", offset=5, epoch="ep"))
-    await ra.until(lambda: len(ra.messages) == 1)
-    assert [m.data for m in ra.messages] == ["2"] and len(rb.messages) == 1
+    await ra.until(lambda: len(ra.messages) == 3)
+    assert [m.data for m in ra.messages] == ['{"t":1}', "1", "2"], "no echo of its own messages"
+    assert [m.data for m in rb.messages] == ['{"t":1}', "2"]
 
 
 async def test_channels_are_the_stream_names_with_the_prefix(pair):
@@ -96,11 +98,12 @@ async def test_channels_are_the_stream_names_with_the_prefix(pair):
         await a.broadcast(StreamMessage("s", "d", offset=1, epoch="e"))
         got = await ps.get_message(timeout=2)
         assert got["channel"] == (prefix + "s").encode()
-        assert got["data"] == b'{"stream":"s","data":"d","offset":1,"epoch":"e"}'
+        origin = b'{"origin":"' + a.origin.encode() + b'",'
+        assert got["data"] == origin + b'"stream":"s","data":"d","offset":1,"epoch":"e"}'
         await a.broadcast_command(RemoteCommand("disconnect", "uid", False))
         got = await ps.get_message(timeout=2)
         assert got["channel"] == (prefix + "__anycable_internal__").encode()
-        assert got["data"] == b'{"command":"disconnect","payload":{"identifier":"uid","reconnect":false}}'
+        assert got["data"] == origin + b'"command":"disconnect","payload":{"identifier":"uid","reconnect":false}}'
     finally:
         await ps.aclose()
         await raw.aclose()
@@ -166,17 +169,15 @@ async def test_survives_a_redis_restart():
         try:
             await b.subscribe("s")
             server.stop()
-            with pytest.raises(BrokerError, match="Redis pub/sub at"):
-                await a.broadcast(StreamMessage("s", "lost"))
+            await a.broadcast(StreamMessage("s", "local"))  # does not raise while Redis is down
+            assert [m.data for m in ra.messages] == ["local"], "this node's clients are still served"
+            assert a.stats["dropped"] == 1
             server.start()
             # Wait until b is listening again (its reconnect loop backs off), then deliver.
             deadline = asyncio.get_running_loop().time() + 15
             while not rb.messages:
                 assert asyncio.get_running_loop().time() < deadline, "not resubscribed"
-                try:
-                    await a.broadcast(StreamMessage("s", "back"))
-                except BrokerError:
-                    pass
+                await a.broadcast(StreamMessage("s", "back"))
                 try:
                     await rb.until(lambda: bool(rb.messages), timeout=0.2)
                 except TimeoutError:
@@ -217,13 +218,16 @@ async def test_a_failing_handler_does_not_stop_the_listener(caplog):
 
     prefix = f"pycable-test:{uuid.uuid4().hex[:8]}:"
     s, r = subscriber(redis_url(), prefix), Flaky()
+    other = subscriber(redis_url(), prefix)
     await s.start(r)
+    await other.start(Recorder())
     try:
         await s.subscribe("s")
-        await s.broadcast(StreamMessage("s", "boom"))
-        await s.broadcast(StreamMessage("s", "fine"))
+        await other.broadcast(StreamMessage("s", "boom"))
+        await other.broadcast(StreamMessage("s", "fine"))
         await r.until(lambda: bool(r.messages))
         assert [m.data for m in r.messages] == ["fine"]
         assert "could not be delivered" in caplog.text
     finally:
         await s.shutdown()
+        await other.shutdown()

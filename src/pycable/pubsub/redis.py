@@ -14,23 +14,31 @@ for the last one. :meth:`~RedisSubscriber.subscribe` returns once Redis confirme
 subscription (or after a short timeout), so a history read that follows cannot miss a
 message published in between.
 
+Local delivery does not go through Redis: :meth:`RedisSubscriber.broadcast` hands the
+message to this node's subscribers at once, then publishes it with an ``origin`` field (the
+node's random id, first in the JSON; other nodes and AnyCable ignore it) by which the
+listener drops its own echo. So this node's clients, whispers and remote commands keep
+working while Redis is down.
+
 Failures: the listening connection is re-established with exponential backoff (0.05 s
 doubling to 5 s, never giving up), and every channel is subscribed again (256 per
 command). Messages published while the connection was down are not received; the node's
 gap filler (:mod:`pycable.node.gaps`) recovers them from the broker's history when the
-next message of the stream arrives, and clients recover them on reconnect. Publishing
-while Redis is down raises :class:`~pycable.exceptions.BrokerError` (HTTP 503).
+next message of the stream arrives, and clients recover them on reconnect. A failed
+``PUBLISH`` is counted and logged (at most every 10 s), not raised: the message was
+delivered here and is in the broker's history for the other nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING
 
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
-from pycable.exceptions import BroadcastError, BrokerError
+from pycable.exceptions import BroadcastError
 from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
 from pycable.pubsub.base import PubSubHandler, Subscriber
 
@@ -88,6 +96,11 @@ class RedisSubscriber:
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: This node's id; published payloads start with it, so the listener skips its echo.
+        self.origin = secrets.token_hex(8)
+        self._own = b'{"origin":"' + self.origin.encode() + b'",'
+        self.stats = {"published": 0, "dropped": 0}
+        self._dropped, self._dropped_logged = 0, 0.0
 
     def describe(self) -> str:
         return f"Starting Redis pub/sub: {self.where}"
@@ -194,7 +207,7 @@ class RedisSubscriber:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         handler = self.handler
-        if handler is None:
+        if handler is None or data.startswith(self._own):  # own echo: delivered already
             return
         try:
             publications = parse_pubsub(data)
@@ -247,24 +260,30 @@ class RedisSubscriber:
 
     async def _publish(self, channel: str, payload: bytes) -> None:
         try:
-            await self.publisher.publish(channel, payload)
+            await self.publisher.publish(channel, self._own + payload[1:])  # payload is a JSON object
+            self.stats["published"] += 1
         except REDIS_ERRORS as exc:
-            raise BrokerError(f"Redis pub/sub at {self.where}: {type(exc).__name__}: {exc}") from exc
+            self.stats["dropped"] += 1
+            self._dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_logged > 10:
+                log.warning(
+                    "Redis pub/sub at %s: %d message(s) not sent to other nodes (%s: %s); they catch up from history",
+                    self.where, self._dropped, type(exc).__name__, exc,
+                )
+                self._dropped, self._dropped_logged = 0, now
 
     async def broadcast(self, msg: StreamMessage) -> None:
-        """Publish a registered message to every node listening on its stream.
-
-        Raises:
-            BrokerError: Redis is unreachable.
-        """
+        """Deliver a registered message here, then publish it to every node listening on its
+        stream (never raises: see the module docstring)."""
+        assert self.handler is not None, "start() first"
+        self.handler.handle_pubsub(msg)
         await self._publish(self._stream_channel(msg.stream), encode_pubsub(msg))
 
     async def broadcast_command(self, cmd: RemoteCommand) -> None:
-        """Publish a remote command to every node.
-
-        Raises:
-            BrokerError: Redis is unreachable.
-        """
+        """Run a remote command here, then publish it to every node."""
+        assert self.handler is not None, "start() first"
+        self.handler.handle_remote_command(cmd)
         await self._publish(self.channel, encode_pubsub(cmd))
 
 
