@@ -183,8 +183,11 @@ class App:
             await self.http_broadcaster.shutdown()
         for broadcaster in reversed(self.broadcasters):
             await broadcaster.shutdown()
+        # One budget for the whole shutdown: closing clients, then the Disconnect queue.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
         await self.server.shutdown(self.config.shutdown_timeout)
-        await self.node.shutdown()
+        await self.node.shutdown(max(deadline - loop.time(), 0.0))
         if self.enats is not None:
             await self.enats.shutdown()
 

@@ -38,3 +38,11 @@ def test_bad_signatures():
 
 def test_derived_keys():
     assert derive_key("s", "broadcast-cable") == hmac.new(b"s", b"broadcast-cable", hashlib.sha256).hexdigest()
+
+
+def test_non_ascii_signatures_are_rejected_not_raised():
+    """compare_digest refuses non-ASCII str: such input must be a plain rejection."""
+    good = sign_stream("room", "secret")
+    encoded, _, digest = good.rpartition("--")
+    for bad in ("abc--é", "é--abc", f"{encoded}--{digest[:-1]}é", f"{encoded}é--{digest}", "ünï--✓"):
+        assert verify_stream(bad, "secret") is None

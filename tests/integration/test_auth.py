@@ -78,3 +78,49 @@ class TestSignedStreams:
         assert not any(m.get("message") == {"typing": True} for m in a.received)
         await a.close()
         await b.close()
+
+    async def test_whisper_on_a_signed_stream_needs_streams_whisper(self):
+        with ServerProcess("--secret", SECRET, "--enforce_jwt", "--broadcast_key", "none") as srv:
+            signed = json.dumps({"channel": "$pubsub", "signed_stream_name": sign_stream("quiet", SECRET)})
+            a = await CableClient.open(srv.url + f"?jid={token()}")
+            b = await CableClient.open(srv.url + f"?jid={token()}")
+            for c in (a, b):
+                await c.welcome()
+                assert (await c.subscribe(signed))["type"] == "confirm_subscription"
+            await a.send({"command": "whisper", "identifier": signed, "data": {"typing": True}})
+            # An event to wait on: a broadcast sent after the whisper arrives after it would have.
+            assert srv.broadcast(json.dumps({"stream": "quiet", "data": '"after"'}))[0] == 201
+            await b.wait_for(lambda m: m.get("message") == "after")
+            assert not any(m.get("message") == {"typing": True} for m in b.received)
+            await a.close()
+            await b.close()
+
+    async def test_non_ascii_signature_is_rejected_not_a_crash(self, jwt_server):
+        c = await CableClient.open(jwt_server.url + f"?jid={token()}")
+        await c.welcome()
+        bad = json.dumps({"channel": "$pubsub", "signed_stream_name": "abc--é"})
+        assert (await c.subscribe(bad))["type"] == "reject_subscription"
+        await c.close()
+
+
+class TestRemoteDisconnect:
+    async def test_every_session_with_the_identifiers_is_closed(self, jwt_server):
+        """Two connections of one user are closed by one remote disconnect; another user stays."""
+        def user_token(uid: int) -> str:
+            return encode_jwt(json.dumps({"user_id": uid}), SECRET, exp=time.time() + 60)
+
+        same = [await CableClient.open(jwt_server.url + f"?jid={user_token(7)}") for _ in range(2)]
+        other = await CableClient.open(jwt_server.url + f"?jid={user_token(8)}")
+        for c in (*same, other):
+            await c.welcome()
+        body = {"command": "disconnect", "payload": {"identifier": json.dumps({"user_id": 7}), "reconnect": False}}
+        assert jwt_server.broadcast(json.dumps(body))[0] == 201
+        for c in same:
+            assert await c.wait_for({"type": "disconnect"}) == {"type": "disconnect", "reason": "remote",
+                                                                 "reconnect": False}
+            await asyncio.wait_for(c.closed.wait(), 5)
+            assert c.ws.close_code == 1000
+        assert (await other.subscribe(json.dumps({"channel": "$pubsub", "signed_stream_name":
+                                                  sign_stream("still", SECRET)})))["type"] == "confirm_subscription"
+        assert not other.closed.is_set()
+        await other.close()

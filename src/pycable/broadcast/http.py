@@ -32,8 +32,9 @@ class HttpBroadcaster:
     """Validates and hands HTTP broadcasts to the node.
 
     Responses: 201 published; 400 unparsable JSON; 422 wrong shape or not a POST;
-    401 missing or wrong ``Authorization: Bearer <key>``; 503 broker failure. Nothing is
-    published on any error, and a batch is validated whole first.
+    401 missing or wrong ``Authorization: Bearer <key>``; 503 broker failure. A batch is
+    validated whole first: nothing is published on a 400/422/401; on a 503 the publications
+    before the failing one were.
     """
 
     is_fanout = False

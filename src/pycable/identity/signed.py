@@ -29,7 +29,7 @@ def sign_stream(name: str, secret: str) -> str:
 def verify_stream(signed: str, secret: str) -> str | None:
     """The stream name if *signed* carries a valid signature, else ``None``."""
     encoded, sep, digest = signed.rpartition("--")
-    if not sep or not encoded:
+    if not sep or not encoded or not signed.isascii():  # a valid one is base64 + hex
         return None
     if not hmac.compare_digest(derive_key(secret, encoded), digest):
         return None

@@ -50,17 +50,21 @@ def frame_for(msg: StreamMessage, identifier: str) -> bytes:
 class Subscriber:
     """One (session, identifier) subscribed to a stream, as the fan-out loop needs it."""
 
-    __slots__ = ("session", "sid", "identifier", "cursor", "send", "active")
+    __slots__ = ("session", "sid", "identifier", "cursor", "send")
 
     def __init__(self, session: Session, identifier: str, cursor: Cursor) -> None:
         self.session = session
         self.sid = session.sid
         self.identifier = identifier
         self.cursor = cursor
-        self.send = session.conn.send_frame
-        #: False once removed from the index: a fan-out still walking its snapshot skips it
-        #: (the same session may already be subscribed again, with a new cursor).
-        self.active = True
+        #: The connection's writer; a no-op once removed from the index, so that a fan-out
+        #: still walking its snapshot sends nothing through it (the same session may be
+        #: subscribed again already, with a new cursor). No check in the hot loop.
+        self.send: Callable[[bytes], None] = session.conn.send_frame
+
+
+def _removed(frame: bytes) -> None:
+    """The writer of a subscriber no longer in the index."""
 
 
 class Hub:
@@ -109,7 +113,7 @@ class Hub:
         if subs is not None:
             gone = subs.pop((session, identifier), None)
             if gone is not None:
-                gone.active = False
+                gone.send = _removed
             if not subs:
                 del self.streams[stream]
 
@@ -145,11 +149,11 @@ class Hub:
         frames: dict[str, bytes] = {}
         last_identifier, frame = "", b""
         sent = 0
-        # A snapshot: subscribers may come and go while this yields (a removed one is
-        # inactive). This is the hottest loop of the server: the cursor's common case (not
+        # A snapshot: subscribers may come and go while this yields (a removed one's send is
+        # a no-op). This is the hottest loop of the server: the cursor's common case (not
         # holding, offset ahead) is inlined from StreamCursor.admit; the rest goes through it.
         for sub in list(subs.values()):
-            if not sub.active or (exclude is not None and sub.sid == exclude):
+            if exclude is not None and sub.sid == exclude:
                 continue
             cursor = sub.cursor
             if cursor.held is None and (not offset or offset > cursor.offset or epoch != cursor.epoch):

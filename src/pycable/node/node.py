@@ -103,7 +103,9 @@ class Node:
         if self.config.sessions_ttl > 0 and self.broker.supports_history:
             self._touch_task = asyncio.get_running_loop().create_task(self._touch_loop())
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop: queued Disconnect calls get up to *timeout* seconds (default
+        ``shutdown_timeout``; the app passes what is left of its own budget)."""
         self.shutting_down = True
         if self._touch_task is not None:
             self._touch_task.cancel()
@@ -118,7 +120,7 @@ class Node:
             task.cancel()
         if self.gaps is not None:
             self.gaps.close()
-        await self.disconnector.shutdown(self.config.shutdown_timeout)
+        await self.disconnector.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
         await self.controller.shutdown()
         await self.pubsub.shutdown()
         await self.broker.shutdown()

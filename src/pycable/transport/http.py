@@ -35,6 +35,9 @@ Route = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 MAX_BODY = 16 << 20
 MAX_HEAD = 64 << 10
+#: Seconds a connection may take to send a request head (from accept, or after the previous
+#: response): a client that opens a socket and sends nothing, or dribbles, is closed.
+HEAD_TIMEOUT = 30.0
 
 _REASONS = {
     101: "Switching Protocols",
@@ -111,28 +114,57 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False
         self.pending: list[tuple[str, str, dict[str, str], bytes, bool]] = []
         self.upgraded = False
-        #: Raw bytes of the request being parsed (the upgrade request is re-read by websockets).
+        #: Raw bytes of the request head being parsed (an upgrade request is re-read by
+        #: websockets); bodies are never kept here.
         self.raw = bytearray()
+        #: The current request's head is complete: what follows is body, not kept in ``raw``.
+        self.in_body = False
+        self.too_large = False
+        self.head_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio ----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.server.http.add(self)
+        self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.http.discard(self)
+        self._cancel_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self.head_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._head_timeout)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timeout(self) -> None:
+        self.head_timer = None
+        if self.transport is not None and not self.upgraded:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.raw += data
+        kept = not self.in_body
+        if kept:
+            self.raw += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
+            if not kept:  # an upgrade pipelined behind a request body: not supported
+                self._respond(400, b"malformed upgrade request", close=True)
+                return
             offset = upgrade.args[0] if upgrade.args else len(data)
             head = bytes(self.raw[: len(self.raw) - len(data) + offset])
             self._upgrade(head, data[offset:])
         except httptools.HttpParserError as exc:
-            self._respond(400, f"malformed HTTP request: {exc}".encode(), close=True)
+            if self.too_large:
+                self._respond(413, b"request body too large", close=True)
+            else:
+                self._respond(400, f"malformed HTTP request: {exc}".encode(), close=True)
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -141,6 +173,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            raise httptools.HttpParserError("request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value)
@@ -148,10 +183,16 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("request head too large")
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    def on_headers_complete(self) -> None:
+        self.in_body = True
+        self._cancel_head_timer()
+
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
-        if self.body_size <= MAX_BODY:
-            self.body.append(body)
+        if self.body_size > MAX_BODY:  # answered 413 and closed at once, not read to the end
+            self.too_large = True
+            raise httptools.HttpParserError("request body too large")
+        self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.parser.should_upgrade():
@@ -160,10 +201,8 @@ class HttpProtocol(asyncio.Protocol):
         path = urlsplit(self.url.decode("latin-1")).path
         headers = {k.lower(): v for k, v in self.headers}
         keep_alive = self.parser.should_keep_alive()
-        if self.body_size > MAX_BODY:
-            self._respond(413, b"request body too large", close=True)
-            return
         self.raw.clear()  # requests are not pipelined into an upgrade; keep the buffer small
+        self.in_body = False
         self.pending.append((method, path, headers, b"".join(self.body), keep_alive))
         if not self.busy:
             self.busy = True
@@ -189,6 +228,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._respond(status, out, close=not keep_alive, head=method == "HEAD")
         finally:
             self.busy = False
+            if self.transport is not None and not self.transport.is_closing():
+                self._arm_head_timer()  # the next request on this connection
 
     def _respond(self, status: int, body: bytes, close: bool = False, head: bool = False) -> None:
         transport = self.transport
@@ -242,6 +283,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.upgraded = True
+        self._cancel_head_timer()
         self.server.http.discard(self)
         self._start_session(proto, split.query, headers, rest)
 

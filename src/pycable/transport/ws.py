@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -91,8 +92,12 @@ class WebSocketConnection(asyncio.Protocol):
         #: Restore-or-Connect in flight; cancelled if the client leaves before it ends (§6.7).
         self.auth_task: asyncio.Task[None] | None = None
         self.ready = False  # authenticated: commands may run
+        #: The fragments of a text message still being received, else ``None``.
+        self.fragments: list[bytes] | None = None
         now = time.time()
-        self.heartbeat = Heartbeat(interval, pong_timeout, now)
+        # The first ping comes after a random delay in [interval/2, 3·interval/2) (spec §1.5),
+        # so that clients connected together are not pinged together for ever after.
+        self.heartbeat = Heartbeat(interval, pong_timeout, now, first_delay=interval * (0.5 + random.random()))
         self.precision = precision
         self.timer: asyncio.TimerHandle | None = None
         self.close_timer: asyncio.TimerHandle | None = None
@@ -133,8 +138,20 @@ class WebSocketConnection(asyncio.Protocol):
                 continue
             opcode = event.opcode
             if opcode is Opcode.TEXT:
-                self._on_text(bytes(event.data))
-            elif opcode is Opcode.BINARY:
+                if event.fin:
+                    self._on_text(bytes(event.data))
+                else:  # the first fragment of a message (websockets caps the total size)
+                    self.fragments = [bytes(event.data)]
+            elif opcode is Opcode.CONT:
+                fragments = self.fragments
+                if fragments is not None:
+                    fragments.append(bytes(event.data))
+                    if event.fin:
+                        self.fragments = None
+                        self._on_text(b"".join(fragments))
+                elif event.fin:  # the end of a fragmented binary message
+                    self._malformed("binary frame on a JSON protocol")
+            elif opcode is Opcode.BINARY and event.fin:
                 self._malformed("binary frame on a JSON protocol")
             # PING/PONG/CLOSE are answered by the protocol itself.
             self.heartbeat.received()
