@@ -355,6 +355,8 @@ async def _authenticate(node: Node, conn: WebSocketConnection, session: Session,
         log.exception("authentication crashed sid=%s", session.sid)
         conn.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
         return
+    finally:
+        conn.auth_task = None  # nothing to cancel any more; do not keep the task per connection
     if ok:
         conn.start_commands()
 
