@@ -482,6 +482,71 @@ def run_one(server: str, n: int, args: argparse.Namespace, pad: int, tag: str) -
     return t.res
 
 
+def compare_with_memory(
+    name: str, argv: Any, n: int, rounds: int, quick: bool, cleanup: Any = None
+) -> dict[str, Any]:
+    """Fan-out of ``pycable-<name>`` (``argv()`` gives its command line, fresh each run) as a
+    ratio to ``pycable-memory``, alternated for *rounds* rounds with :func:`run_one`. Used by
+    the broker benchmarks (``bench/redis_bench.py``, ``bench/nats_bench.py``); *cleanup* runs
+    after each run of the named server."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    build_loadgen()
+    os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    args = argparse.Namespace(
+        fan=20 if quick else 100, tput=40 if quick else 200, window=8, hconns=1, settle=0.2 if quick else 0.5
+    )
+    pad = pad_for_target()
+    tag = time.strftime("%Y%m%d-%H%M%S") + f"-{name}"
+    server_name = f"pycable-{name}"
+    runs = []
+    for rnd in range(rounds):
+        for server in ("pycable-memory", server_name):
+            if server == server_name:
+                SERVERS[server] = argv()
+            print(f"fan-out round {rnd + 1}/{rounds} N={n} {server} ...", file=sys.stderr, flush=True)
+            r = run_one(server, n, args, pad, tag)
+            if server == server_name and cleanup is not None:
+                cleanup()
+            r["round"] = rnd
+            runs.append(r)
+            if r.get("ok"):
+                print(
+                    f"  {r['tput']['msgs_per_s']:.0f} msg/s, fan p50 {r['fan']['p50_ms']} ms, p99 {r['fan']['p99_ms']} ms",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"  FAILED: {r.get('error')}", file=sys.stderr)
+
+    def ok(rnd: int, server: str) -> dict[str, Any] | None:
+        return next((r for r in runs if r["round"] == rnd and r["server"] == server and r.get("ok")), None)
+
+    ratios = []
+    for rnd in range(rounds):
+        m, x = ok(rnd, "pycable-memory"), ok(rnd, server_name)
+        if m and x:
+            ratios.append(x["tput"]["msgs_per_s"] / m["tput"]["msgs_per_s"])
+
+    def med(server: str, *path: str) -> float | None:
+        vals = []
+        for r in runs:
+            if r["server"] == server and r.get("ok"):
+                v: Any = r
+                for key in path:
+                    v = v[key]
+                vals.append(v)
+        return round(statistics.median(vals), 2) if vals else None
+
+    out: dict[str, Any] = {"n": n, "rounds": rounds}
+    for label, server in (("memory", "pycable-memory"), (name, server_name)):
+        out[f"{label}_msgs_per_s"] = med(server, "tput", "msgs_per_s")
+        out[f"{label}_fan_p50_ms"] = med(server, "fan", "p50_ms")
+        out[f"{label}_fan_p99_ms"] = med(server, "fan", "p99_ms")
+    out[f"{name}_vs_memory"] = round(statistics.median(ratios), 3) if ratios else None
+    out[f"{name}_vs_memory_rounds"] = [round(x, 3) for x in ratios]
+    out["runs"] = runs
+    return out
+
+
 def run_interleaved(servers: list[str], n: int, args: argparse.Namespace, pad: int, tag: str) -> list[dict[str, Any]]:
     """All servers started and connected (each paused with SIGSTOP while it is not measured).
 

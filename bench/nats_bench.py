@@ -166,64 +166,16 @@ def bench_fanout(n: int, rounds: int, quick: bool) -> dict[str, Any]:
     assert spec and spec.loader
     fanout = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fanout)
-    fanout.RESULTS.mkdir(parents=True, exist_ok=True)
-    fanout.build_loadgen()
-    os.sched_setaffinity(0, {int(fanout.CLIENT_CPU)})
-    args = argparse.Namespace(
-        fan=20 if quick else 100, tput=40 if quick else 200, window=8, hconns=1, settle=0.2 if quick else 0.5
-    )
-    pad = fanout.pad_for_target()
-    tag = time.strftime("%Y%m%d-%H%M%S") + "-nats"
-    runs = []
-    for rnd in range(rounds):
-        for server in ("pycable-memory", "pycable-nats"):
-            store = tempfile.mkdtemp(prefix="pycable-bench-nats-")
-            fanout.SERVERS["pycable-nats"] = [
-                str(fanout.PYTHON), "-m", "pycable", "--public", "--broker", "nats", "--pubsub", "nats",
-                "--embed_nats", "--enats_addr", f"nats://127.0.0.1:{free_port()}", "--enats_store_dir", store,
-            ]  # fmt: skip
-            print(f"fan-out round {rnd + 1}/{rounds} N={n} {server} ...", file=sys.stderr, flush=True)
-            r = fanout.run_one(server, n, args, pad, tag)
-            shutil.rmtree(store, ignore_errors=True)
-            r["round"] = rnd
-            runs.append(r)
-            if r.get("ok"):
-                print(
-                    f"  {r['tput']['msgs_per_s']:.0f} msg/s, fan p50 {r['fan']['p50_ms']} ms, p99 {r['fan']['p99_ms']} ms",
-                    file=sys.stderr,
-                )
-            else:
-                print(f"  FAILED: {r.get('error')}", file=sys.stderr)
-    ratios = []
-    for rnd in range(rounds):
-        m = next((r for r in runs if r["round"] == rnd and r["server"] == "pycable-memory" and r.get("ok")), None)
-        x = next((r for r in runs if r["round"] == rnd and r["server"] == "pycable-nats" and r.get("ok")), None)
-        if m and x:
-            ratios.append(x["tput"]["msgs_per_s"] / m["tput"]["msgs_per_s"])
+    stores: list[str] = []
 
-    def med(server: str, *path: str) -> float | None:
-        vals = []
-        for r in runs:
-            if r["server"] == server and r.get("ok"):
-                v: Any = r
-                for p in path:
-                    v = v[p]
-                vals.append(v)
-        return round(statistics.median(vals), 2) if vals else None
+    def argv() -> list[str]:
+        stores.append(tempfile.mkdtemp(prefix="pycable-bench-nats-"))
+        return [
+            str(fanout.PYTHON), "-m", "pycable", "--public", "--broker", "nats", "--pubsub", "nats",
+            "--embed_nats", "--enats_addr", f"nats://127.0.0.1:{free_port()}", "--enats_store_dir", stores[-1],
+        ]  # fmt: skip
 
-    return {
-        "n": n,
-        "rounds": rounds,
-        "memory_msgs_per_s": med("pycable-memory", "tput", "msgs_per_s"),
-        "nats_msgs_per_s": med("pycable-nats", "tput", "msgs_per_s"),
-        "memory_fan_p50_ms": med("pycable-memory", "fan", "p50_ms"),
-        "nats_fan_p50_ms": med("pycable-nats", "fan", "p50_ms"),
-        "memory_fan_p99_ms": med("pycable-memory", "fan", "p99_ms"),
-        "nats_fan_p99_ms": med("pycable-nats", "fan", "p99_ms"),
-        "nats_vs_memory": round(statistics.median(ratios), 3) if ratios else None,
-        "nats_vs_memory_rounds": [round(x, 3) for x in ratios],
-        "runs": runs,
-    }
+    return fanout.compare_with_memory("nats", argv, n, rounds, quick, lambda: shutil.rmtree(stores[-1], True))
 
 
 def main() -> int:

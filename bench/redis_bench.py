@@ -19,10 +19,11 @@ Phases:
 3. **Broadcast-to-client latency**: one publication at a time (the next after the client got
    the previous), send -> client receipt, p50/p95, HTTP vs redisx (redisx pays up to one
    blocking-read wake-up; XREADGROUP BLOCK returns as soon as an entry arrives).
-4. **Fan-out**: C clients on one stream, M HTTP broadcasts with at most 20 in flight;
-   deliveries/s with ``--broker redis --pubsub redis`` vs ``--broker memory`` (local pub/sub).
+4. **Fan-out**: ``bench/fanout.py``'s harness (its C load generator on CPU 1, the server on
+   CPU 0; N=1,000 subscribers of one stream, messages/s) for ``--broker redis --pubsub redis``
+   against ``--broker memory``, alternated over two rounds (``compare_with_memory``).
 
-The driver runs the clients in this process: on a 2-CPU machine the client side shares the
+Phases 1-3 run their clients in this process: on a 2-CPU machine the client side shares the
 machine with the server and Redis, so absolute rates are lower bounds; ratios are the point.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -281,36 +283,20 @@ async def bench_ingest(url: str, n: int, samples: int) -> dict[str, Any]:
 # -- 4. fan-out ---------------------------------------------------------------------------------
 
 
-async def bench_fanout(url: str, clients: int, messages: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    configs = {
-        "memory": ("--broker", "memory"),
-        "redis": ("--broker", "redis", "--pubsub", "redis", "--redis_url", url,
-                  "--redis_prefix", f"bench-{uuid.uuid4().hex[:8]}:"),
-    }  # fmt: skip
-    for name in ("memory", "redis", "memory", "redis"):  # interleaved, best of two
-        server = Server(*configs[name])
-        try:
-            stream = f"fan-{uuid.uuid4().hex[:6]}"
-            subs = [await Subscriber().open(server.port, stream) for _ in range(clients)]
-            posters = [HttpPoster(server.bport) for _ in range(20)]
-            t0 = time.perf_counter()
+def bench_fanout(url: str, n: int, rounds: int, quick: bool) -> dict[str, Any]:
+    """``bench/fanout.py``'s harness (C load generator, CPU pinning): Redis-backed vs memory."""
+    spec = importlib.util.spec_from_file_location("fanout_harness", ROOT / "bench" / "fanout.py")
+    assert spec and spec.loader
+    fanout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fanout)
 
-            async def worker(p: HttpPoster, k: int, stream: str = stream) -> None:
-                for i in range(k, messages, len(posters)):
-                    assert await p.post(body(stream, i)) == 201
+    def argv() -> list[str]:
+        return [
+            str(fanout.PYTHON), "-m", "pycable", "--public", "--broker", "redis", "--pubsub", "redis",
+            "--redis_url", url, "--redis_prefix", f"bench-{uuid.uuid4().hex[:8]}:",
+        ]  # fmt: skip
 
-            await asyncio.gather(*(worker(p, k) for k, p in enumerate(posters)))
-            await asyncio.gather(*(s.until(messages) for s in subs))
-            rate = clients * messages / (time.perf_counter() - t0)
-            out[f"fanout_{name}_deliveries_per_s"] = max(out.get(f"fanout_{name}_deliveries_per_s", 0), round(rate))
-            for p in posters:
-                await p.close()
-            for s in subs:
-                await s.close()
-        finally:
-            server.stop()
-    return out
+    return fanout.compare_with_memory("redis", argv, n, rounds, quick)
 
 
 async def main() -> None:
@@ -327,15 +313,14 @@ async def main() -> None:
     }
     res.update(await bench_history(opts.redis_url, 200 if q else 5000))
     res.update(await bench_ingest(opts.redis_url, 500 if q else 5000, 50 if q else 500))
-    res.update(await bench_fanout(opts.redis_url, 20 if q else 200, 20 if q else 200))
+    fo = await asyncio.to_thread(bench_fanout, opts.redis_url, 200 if q else 1000, 1 if q else 2, q)
+    res["fanout"] = {k: v for k, v in fo.items() if k != "runs"}
     res["ratios"] = {
         "history_p95_last10_redis_over_memory": round(res["redis_last10"]["p95"] / res["memory_last10"]["p95"], 1),
         "history_p95_all100_redis_over_memory": round(res["redis_all100"]["p95"] / res["memory_all100"]["p95"], 1),
         "ingest_redisx_over_http": round(res["ingest_redisx_msgs_per_s"] / res["ingest_http_msgs_per_s"], 2),
         "latency_p50_redisx_over_http": round(res["latency_redisx_ms"]["p50"] / res["latency_http_ms"]["p50"], 2),
-        "fanout_redis_over_memory": round(
-            res["fanout_redis_deliveries_per_s"] / res["fanout_memory_deliveries_per_s"], 2
-        ),
+        "fanout_redis_over_memory": fo["redis_vs_memory"],
     }
     print(json.dumps(res, indent=2))
     if not q:
