@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ class WSOptions:
 
 
 _ping_cache: tuple[int, str, bytes] = (0, "", b"")
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _ping_frame(now: float, precision: str) -> bytes:
@@ -253,8 +256,17 @@ class WebSocketConnection(asyncio.Protocol):
         self.close_timer = self.loop.call_later(self.options.write_timeout, self._abort)
 
     def _abort(self) -> None:
+        """The close handshake did not finish in time: reset the connection. SO_LINGER 0
+        makes the close a reset, so the kernel drops what the peer never read instead of
+        holding it (up to the socket buffer, megabytes) until a FIN-WAIT timeout."""
         self.close_timer = None
         if not self.lost:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
             self.transport.abort()
 
     def _arm(self, now: float) -> None:
