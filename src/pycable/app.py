@@ -156,20 +156,23 @@ class App:
             await self.enats.start()
             log.info("%s", self.enats.describe())
         await self.node.start()
-        for line in self.node.describe():
+        broker_line, pubsub_line, *controller_lines = self.node.describe()
+        log.info("%s", broker_line)  # context=main, as AnyCable logs it
+        _context("pubsub").info("%s", pubsub_line)
+        for line in controller_lines:
             log.info("%s", line)
         if self.http_broadcaster is not None:
             await self.http_broadcaster.start(self.node)
         for broadcaster in self.broadcasters:
             await broadcaster.start(self.node)
-            log.info("%s", broadcaster.describe())
+            _context("broadcast").info("%s", broadcaster.describe())
         await self.server.start()
         if self.http_broadcaster is not None:
             if self.server.extra is not None:
                 self.http_broadcaster.url = f"http://{cfg.host}:{self.server.extra[0]}"
             else:
                 self.http_broadcaster.url = f"http://{cfg.host}:{self.server.port}"
-            log.info("%s", self.http_broadcaster.describe())
+            _context("broadcast").info("%s provider=http", self.http_broadcaster.describe())
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
@@ -190,6 +193,11 @@ class App:
         await self.node.shutdown(max(deadline - loop.time(), 0.0))
         if self.enats is not None:
             await self.enats.shutdown()
+
+
+def _context(name: str) -> logging.Logger:
+    """The logger whose lines say ``context=<name>`` (spec §8.3: pubsub, broadcast, …)."""
+    return logging.getLogger(f"pycable.{name}")
 
 
 async def _health(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
