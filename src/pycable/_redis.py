@@ -83,6 +83,9 @@ def connect(
         "health_check_interval": health_check_interval,
         "client_name": name,
     }
+    if config.redis_url.startswith("rediss://") and not config.redis_tls_verify:
+        common["ssl_cert_reqs"] = "none"
+        common["ssl_check_hostname"] = False
     try:
         url_kwargs: dict[str, Any] = dict(parse_url(config.redis_url))
         if not config.redis_sentinels:

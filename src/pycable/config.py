@@ -111,6 +111,8 @@ class Config:
     redis_sentinels: list[str] = option([], "Redis Sentinel addresses (host:port, comma-separated)", "redis",
                                         kind="list")
     redis_sentinel_master: str = option("mymaster", "Redis Sentinel master name", "redis")
+    redis_tls_verify: bool = option(True, "Verify the server certificate of a rediss:// Redis (false: encrypt "
+                                          "only, for self-signed managed Redis)", "redis")
     redis_channel: str = option("__anycable__", "Channel of the legacy redis broadcaster", "redis")
     redis_pubsub_channel: str = option("__anycable_internal__", "Channel for remote commands of the redis "
                                                                 "pub/sub", "redis")

@@ -227,6 +227,13 @@ async def test_tls_end_to_end():
                 await untrusted.register(StreamMessage("s", "x"))
         finally:
             await untrusted.client.aclose()
+        unverified = from_config(Config(redis_url=f"rediss://127.0.0.1:{server.port}", redis_tls_verify=False))
+        await unverified.start()
+        try:  # --redis_tls_verify=false: encrypted, certificate not checked (self-signed managed Redis)
+            m = await unverified.register(StreamMessage("s", "unverified"))
+            assert m.offset == 2
+        finally:
+            await unverified.shutdown()
 
 
 async def test_sentinel_end_to_end(tmp_path):
