@@ -23,6 +23,9 @@ interpreter. What makes it "embedded":
   shutdown (a restart starts afresh, with a new epoch). The default server name,
   ``pycable-<host>-<port>``, is stable across restarts so that a JetStream cluster
   recognises a restarted node.
+* **Supervision.** If the server exits on its own (a crash, an OOM kill), it is logged and
+  started again with the same configuration and store, after 0.5 s doubling to 10 s between
+  attempts; pycable's NATS clients reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -184,7 +187,13 @@ class EmbeddedNats:
         self.tail: deque[str] = deque(maxlen=30)
         self._tmpdir: str | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = False  # the process is being stopped on purpose (quiet its logs)
+        self._closed = False  # shutdown() was called: no more restarts
+        self._supervising = False  # in _restart(): a failed attempt keeps the store
+        #: Times the server was started again after exiting on its own; ``restarted`` is set
+        #: each time (callers and tests await it).
+        self.restarts = 0
+        self.restarted = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -228,7 +237,8 @@ class EmbeddedNats:
         if self.proc is not None:
             return
         binary = self.binary or find_binary()
-        self._tmpdir = tempfile.mkdtemp(prefix="pycable-enats-")
+        if self._tmpdir is None:  # kept across supervised restarts (it may hold the store)
+            self._tmpdir = tempfile.mkdtemp(prefix="pycable-enats-")
         store = self.store_dir or os.path.join(self._tmpdir, "jetstream")
         conf = os.path.join(self._tmpdir, "nats.conf")
         with open(conf, "w") as fh:
@@ -247,13 +257,18 @@ class EmbeddedNats:
         try:
             await asyncio.wait_for(self._wait_ready(), self.start_timeout)
         except TimeoutError:
-            await self.shutdown()
+            await self._failed_start()
             raise ConfigError(
                 f"embedded NATS did not get ready in {self.start_timeout:g}s:\n" + "\n".join(self.tail)
             ) from None
         except ConfigError:
-            await self.shutdown()
+            await self._failed_start()
             raise
+
+    async def _failed_start(self) -> None:
+        await self._stop_process()
+        if not self._supervising:  # a failed first start leaves nothing behind
+            self._remove_tmpdir()
 
     async def _wait_ready(self) -> None:
         assert self.proc is not None
@@ -317,10 +332,45 @@ class EmbeddedNats:
         if self.proc.returncode is None:
             await self.proc.wait()
         if not self._stopping:
-            log.error("embedded NATS exited unexpectedly (code %s)", self.proc.returncode)
+            log.error("embedded NATS exited unexpectedly (code %s); starting it again", self.proc.returncode)
+            await self._restart()
+
+    async def _restart(self) -> None:
+        """Start the server again until it is ready or we are stopping (runs in the old reader)."""
+        delay = 0.5
+        self._supervising = True
+        while not self._stopping:
+            await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+            if self._stopping:
+                return
+            self.proc, self._reader = None, None
+            self.ready.clear()
+            try:
+                await self.start()
+            except ConfigError as exc:
+                if self._closed:
+                    return
+                self._stopping = False  # that attempt was stopped on purpose; the next one is not
+                log.error("embedded NATS did not start again: %s", str(exc).splitlines()[0])
+                delay = min(delay * 2, 10.0)
+                continue
+            self.restarts += 1
+            self.restarted.set()
+            log.info("embedded NATS is running again (pid %s)", self.pid)
+            return
 
     async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after *timeout*); idempotent."""
+        """Stop the server (SIGTERM, then SIGKILL after *timeout*) for good; idempotent."""
+        self._closed = True
+        await self._stop_process(timeout)
+        self._remove_tmpdir()
+
+    def _remove_tmpdir(self) -> None:
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    async def _stop_process(self, timeout: float = 10.0) -> None:
         proc = self.proc
         self._stopping = True
         if proc is not None and proc.returncode is None:
@@ -333,13 +383,11 @@ class EmbeddedNats:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        if self._reader is not None:
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._reader, 2.0)
+                await asyncio.wait_for(reader, 2.0)
             self._reader = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
 
     @property
     def client_url(self) -> str:

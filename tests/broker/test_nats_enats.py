@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -169,3 +171,36 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+async def test_a_server_that_dies_is_started_again(caplog):
+    """Supervision: the embedded server exits on its own (SIGKILL) and comes back on the same
+    address with its store; a client reconnects to it."""
+    caplog.set_level(logging.INFO, logger="pycable.enats")
+    store = tempfile.mkdtemp(prefix="pycable-test-enats-")
+    e = EmbeddedNats(f"nats://127.0.0.1:{free_port()}", jetstream=True, store_dir=store)
+    await e.start()
+    try:
+        nc = await nats.connect(e.client_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream(timeout=5)
+        kv = await js.create_key_value(bucket="kept")
+        await kv.put("k", b"v")
+        first = e.pid
+        e.proc.kill()
+        await asyncio.wait_for(e.restarted.wait(), 20)
+        assert e.restarts == 1 and e.ready.is_set() and e.pid != first
+        assert "exited unexpectedly" in caplog.text and "running again" in caplog.text
+
+        async def read_back() -> bytes:
+            while True:  # the client reconnects on its own schedule
+                try:
+                    return (await (await js.key_value("kept")).get("k")).value
+                except Exception:
+                    await asyncio.sleep(0.1)
+
+        assert await asyncio.wait_for(read_back(), 20) == b"v"
+        await nc.close()
+    finally:
+        await e.shutdown()
+        shutil.rmtree(store, ignore_errors=True)
+    assert e.proc.returncode is not None
