@@ -9,11 +9,19 @@ catch up from history). A backend that loses its connection resubscribes by itse
 
 from __future__ import annotations
 
+import logging
+import time
+from abc import ABC, abstractmethod
 from typing import Protocol
 
-from pycable.protocol.broadcast import RemoteCommand, StreamMessage
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub
 
-__all__ = ["Subscriber", "PubSubHandler", "LocalSubscriber"]
+__all__ = ["Subscriber", "PubSubHandler", "LocalSubscriber", "RelayingSubscriber"]
+
+log = logging.getLogger("pycable.pubsub")
+
+#: Seconds between two warnings about messages not sent to other nodes.
+DROP_LOG_INTERVAL = 10.0
 
 
 class PubSubHandler(Protocol):
@@ -72,6 +80,54 @@ class LocalSubscriber:
     async def broadcast_command(self, cmd: RemoteCommand) -> None:
         assert self.handler is not None, "start() first"
         self.handler.handle_remote_command(cmd)
+
+
+class RelayingSubscriber(ABC):
+    """What the cluster pub/subs (Redis, NATS) share: a message is handed to this node's
+    handler at once, then published for the other nodes (a backend must not deliver its own
+    messages back). A publish that fails is counted and logged, at most every
+    :data:`DROP_LOG_INTERVAL` seconds, never raised: the other nodes' clients catch up from
+    history, and the message was delivered here."""
+
+    is_multi_node = True
+    #: The command channel / subject, set by the backend.
+    channel: str
+
+    def __init__(self, name: str) -> None:
+        self.handler: PubSubHandler | None = None
+        self.stats: dict[str, int] = {"published": 0, "dropped": 0}
+        self._name = name
+        self._dropped = 0
+        self._dropped_logged = 0.0
+
+    @abstractmethod
+    def _target(self, stream: str) -> str:
+        """The channel or subject of *stream*."""
+
+    @abstractmethod
+    async def _send(self, target: str, payload: bytes) -> None:
+        """Publish; returns normally or calls :meth:`_drop`."""
+
+    def _drop(self, reason: str) -> None:
+        self.stats["dropped"] += 1
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged > DROP_LOG_INTERVAL:
+            log.warning(
+                "%s: %d message(s) not sent to other nodes (%s); they catch up from history",
+                self._name, self._dropped, reason,
+            )
+            self._dropped, self._dropped_logged = 0, now
+
+    async def broadcast(self, msg: StreamMessage) -> None:
+        assert self.handler is not None, "start() first"
+        self.handler.handle_pubsub(msg)
+        await self._send(self._target(msg.stream), encode_pubsub(msg))
+
+    async def broadcast_command(self, cmd: RemoteCommand) -> None:
+        assert self.handler is not None, "start() first"
+        self.handler.handle_remote_command(cmd)
+        await self._send(self.channel, encode_pubsub(cmd))
 
 
 if __debug__:

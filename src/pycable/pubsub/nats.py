@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -27,8 +26,8 @@ from nats.aio.subscription import Subscription
 
 from pycable._nats import NatsConnection, servers_from_config, stream_subject
 from pycable.exceptions import BroadcastError
-from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
-from pycable.pubsub.base import PubSubHandler, Subscriber
+from pycable.protocol.broadcast import RemoteCommand, parse_pubsub
+from pycable.pubsub.base import PubSubHandler, RelayingSubscriber, Subscriber
 
 if TYPE_CHECKING:
     from pycable.config import Config
@@ -44,7 +43,7 @@ class _Pending:
     __slots__ = ()
 
 
-class NatsSubscriber:
+class NatsSubscriber(RelayingSubscriber):
     """Cluster fan-out over NATS core pub/sub.
 
     Args:
@@ -55,8 +54,6 @@ class NatsSubscriber:
             (the connection keeps trying in the background).
     """
 
-    is_multi_node = True
-
     def __init__(
         self,
         servers: list[str],
@@ -64,13 +61,13 @@ class NatsSubscriber:
         channel: str = "__anycable_internal__",
         connect_wait: float = 5.0,
     ) -> None:
+        super().__init__("NATS pub/sub")
         self.servers = servers
         self.prefix = prefix
         self.channel = prefix + channel
         self.connect_wait = connect_wait
         self.conn = NatsConnection(servers, "pycable-pubsub", log, no_echo=True)
         self.conn.on_connect.append(self._subscribe_all)
-        self.handler: PubSubHandler | None = None
         #: stream → its subscription; None while waiting for the first connection; a
         #: :class:`_Pending` while being subscribed (so that a concurrent unsubscribe and
         #: subscribe of the same stream cannot leave two subscriptions behind).
@@ -79,9 +76,7 @@ class NatsSubscriber:
         #: The first connection's subscriptions are made: subscribe() may subscribe directly.
         self._live = False
         self._subjects: dict[str, str] = {}
-        self._dropped = 0
-        self._dropped_logged = 0.0
-        self.stats = {"published": 0, "received": 0, "dropped": 0, "malformed": 0}
+        self.stats.update(received=0, malformed=0)
 
     async def start(self, handler: PubSubHandler) -> None:
         self.handler = handler
@@ -94,7 +89,7 @@ class NatsSubscriber:
     def describe(self) -> str:
         return f"Starting NATS pub/sub: {self.conn.url}"
 
-    def _subject(self, stream: str) -> str:
+    def _target(self, stream: str) -> str:
         subject = self._subjects.get(stream)
         if subject is None:
             subject = stream_subject(self.prefix, stream)
@@ -116,7 +111,7 @@ class NatsSubscriber:
             for stream in pending:
                 if stream in self._streams and self._streams[stream] is None:
                     marker = self._streams[stream] = _Pending()
-                    sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
+                    sub = await nc.subscribe(self._target(stream), cb=self._on_message)
                     if self._streams.get(stream) is marker:
                         self._streams[stream] = sub
                     else:  # unsubscribed (and maybe subscribed again) meanwhile
@@ -135,7 +130,7 @@ class NatsSubscriber:
             return
         marker = self._streams[stream] = _Pending()
         nc = self.conn.nc
-        sub = await nc.subscribe(self._subject(stream), cb=self._on_message)
+        sub = await nc.subscribe(self._target(stream), cb=self._on_message)
         try:
             # Wait until NATS has the subscription: the node reads history next, and the
             # broker's snapshot relies on live delivery covering what comes after.
@@ -172,37 +167,15 @@ class NatsSubscriber:
             else:
                 handler.handle_pubsub(pub)
 
-    async def _publish(self, subject: str, payload: bytes) -> None:
+    async def _send(self, target: str, payload: bytes) -> None:
         if not self.conn.connected.is_set():
             self._drop("not connected yet")
             return
         try:
-            await self.conn.nc.publish(subject, payload)
+            await self.conn.nc.publish(target, payload)
             self.stats["published"] += 1
         except (nats.errors.Error, OSError) as exc:
             self._drop(repr(exc))
-
-    def _drop(self, reason: str) -> None:
-        self.stats["dropped"] += 1
-        self._dropped += 1
-        now = time.monotonic()
-        if now - self._dropped_logged > 10:
-            log.warning(
-                "NATS pub/sub: %d message(s) not sent to other nodes (%s); they catch up from history",
-                self._dropped,
-                reason,
-            )
-            self._dropped, self._dropped_logged = 0, now
-
-    async def broadcast(self, msg: StreamMessage) -> None:
-        assert self.handler is not None, "start() first"
-        self.handler.handle_pubsub(msg)
-        await self._publish(self._subject(msg.stream), encode_pubsub(msg))
-
-    async def broadcast_command(self, cmd: RemoteCommand) -> None:
-        assert self.handler is not None, "start() first"
-        self.handler.handle_remote_command(cmd)
-        await self._publish(self.channel, encode_pubsub(cmd))
 
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.exceptions import BroadcastError
-from pycable.protocol.broadcast import RemoteCommand, StreamMessage, encode_pubsub, parse_pubsub
-from pycable.pubsub.base import PubSubHandler, Subscriber
+from pycable.protocol.broadcast import RemoteCommand, parse_pubsub
+from pycable.pubsub.base import PubSubHandler, RelayingSubscriber, Subscriber
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -62,7 +62,7 @@ CONFIRM_TIMEOUT = 2.0
 PING_INTERVAL = 5.0
 
 
-class RedisSubscriber:
+class RedisSubscriber(RelayingSubscriber):
     """Cluster pub/sub over Redis ``PUBLISH``/``SUBSCRIBE``.
 
     Args:
@@ -73,8 +73,6 @@ class RedisSubscriber:
         where: ``host:port`` for log lines.
     """
 
-    is_multi_node = True
-
     def __init__(
         self,
         publisher: aioredis.Redis,
@@ -83,12 +81,12 @@ class RedisSubscriber:
         prefix: str = "",
         where: str = "localhost:6379",
     ) -> None:
+        super().__init__(f"Redis pub/sub at {where}")
         self.publisher = publisher
         self.listener = listener
         self.channel = channel
         self.prefix = prefix
         self.where = where
-        self.handler: PubSubHandler | None = None
         #: Streams this node wants (the node reference-counts; this is the set of >0).
         self.streams: set[str] = set()
         self._pubsub: PubSub | None = None
@@ -99,8 +97,6 @@ class RedisSubscriber:
         #: This node's id; published payloads start with it, so the listener skips its echo.
         self.origin = secrets.token_hex(8)
         self._own = b'{"origin":"' + self.origin.encode() + b'",'
-        self.stats = {"published": 0, "dropped": 0}
-        self._dropped, self._dropped_logged = 0, 0.0
 
     def describe(self) -> str:
         return f"Starting Redis pub/sub: {self.where}"
@@ -143,13 +139,13 @@ class RedisSubscriber:
 
     # -- listening -------------------------------------------------------------------------
 
-    def _stream_channel(self, stream: str) -> str:
+    def _target(self, stream: str) -> str:
         return self.prefix + stream
 
     async def _connect(self) -> PubSub:
         ps = self.listener.pubsub()
         async with self._lock:
-            channels = [self.channel, *(self._stream_channel(s) for s in self.streams)]
+            channels = [self.channel, *(self._target(s) for s in self.streams)]
             for i in range(0, len(channels), RESUBSCRIBE_BATCH):
                 await ps.subscribe(*channels[i : i + RESUBSCRIBE_BATCH])
             self._pubsub = ps
@@ -232,7 +228,7 @@ class RedisSubscriber:
         reconnect.
         """
         self.streams.add(stream)
-        channel = self._stream_channel(stream).encode()
+        channel = self._target(stream).encode()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             async with self._lock:
@@ -252,39 +248,18 @@ class RedisSubscriber:
                 ps = self._pubsub
                 if ps is None:
                     return
-                await ps.unsubscribe(self._stream_channel(stream))
+                await ps.unsubscribe(self._target(stream))
         except REDIS_ERRORS as exc:
             log.debug("unsubscribe from %r failed: %s", stream[:64], exc)
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def _publish(self, channel: str, payload: bytes) -> None:
+    async def _send(self, target: str, payload: bytes) -> None:
         try:
-            await self.publisher.publish(channel, self._own + payload[1:])  # payload is a JSON object
+            await self.publisher.publish(target, self._own + payload[1:])  # payload is a JSON object
             self.stats["published"] += 1
         except REDIS_ERRORS as exc:
-            self.stats["dropped"] += 1
-            self._dropped += 1
-            now = time.monotonic()
-            if now - self._dropped_logged > 10:
-                log.warning(
-                    "Redis pub/sub at %s: %d message(s) not sent to other nodes (%s: %s); they catch up from history",
-                    self.where, self._dropped, type(exc).__name__, exc,
-                )
-                self._dropped, self._dropped_logged = 0, now
-
-    async def broadcast(self, msg: StreamMessage) -> None:
-        """Deliver a registered message here, then publish it to every node listening on its
-        stream (never raises: see the module docstring)."""
-        assert self.handler is not None, "start() first"
-        self.handler.handle_pubsub(msg)
-        await self._publish(self._stream_channel(msg.stream), encode_pubsub(msg))
-
-    async def broadcast_command(self, cmd: RemoteCommand) -> None:
-        """Run a remote command here, then publish it to every node."""
-        assert self.handler is not None, "start() first"
-        self.handler.handle_remote_command(cmd)
-        await self._publish(self.channel, encode_pubsub(cmd))
+            self._drop(f"{type(exc).__name__}: {exc}")
 
 
 if TYPE_CHECKING:
