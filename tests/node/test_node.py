@@ -443,27 +443,6 @@ async def test_a_second_local_subscriber_waits_for_the_pub_sub_subscription():
         await node.shutdown()
 
 
-async def test_a_registered_message_that_pub_sub_fails_to_publish_is_not_raised():
-    """The sender is not told to retry (that would store it twice); history has it."""
-    from pycable.exceptions import BrokerError
-
-    class DownPubSub(GatedPubSub):
-        async def broadcast(self, msg) -> None:
-            raise BrokerError("Redis is down")
-
-    broker = MemoryBroker(HistoryPolicy(limit=5, ttl=60), sessions_ttl=60, clock=FakeClock())
-    node = Node(LocalController(noauth=True, public_streams=True), broker, DownPubSub(), config=NodeConfig())
-    await node.start()
-    try:
-        await node.handle_broadcast([StreamMessage("chat", "1")])
-        assert [m.data for m in await broker.history_since("chat", 0)] == ["1"]
-        assert node.stats["publish_failed"] == 1
-        with pytest.raises(BrokerError):
-            await node.handle_broadcast([StreamMessage("chat", "t", transient=True)])
-    finally:
-        await node.shutdown()
-
-
 class TestBoundedMemory:
     async def test_churn_returns_internal_counts_to_zero(self, setup):
         node, broker, clock = setup

@@ -86,7 +86,7 @@ class Node:
             self.gaps = GapFiller(self.broker, self.hub)
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0,
-                      "held_overflow": 0, "publish_failed": 0}
+                      "held_overflow": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Streams whose pub/sub subscription is in flight: later local subscribers wait for it.
@@ -559,12 +559,8 @@ class Node:
     async def handle_broadcast(self, publications: Sequence[Publication]) -> None:
         """Register each publication with the broker, then publish it through pub/sub.
 
-        A message the broker stored but pub/sub failed to publish is logged, not raised (a
-        retry would store it twice); subscribers get it from history.
-
         Raises:
-            BrokerError: the broker failed, or pub/sub failed for a message that is not stored
-                (transient, or no broker); publications before the failing one were sent.
+            BrokerError: the broker failed; publications before the failing one were sent.
         """
         for pub in publications:
             if isinstance(pub, RemoteCommand):
@@ -572,16 +568,7 @@ class Node:
                 continue
             msg = await self.broker.register(pub)
             self.stats["broadcasts"] += 1
-            try:
-                await self.pubsub.broadcast(msg)
-            except BrokerError as exc:
-                if not msg.offset:  # not stored anywhere: the sender must know
-                    raise
-                # Registered: raising would make the sender retry and register it twice under
-                # a new offset. Subscribers get it from history (a resume, or the gap filler).
-                self.stats["publish_failed"] += 1
-                log.error("broadcast to %r registered (offset %d) but not published: %s",
-                          msg.stream[:64], msg.offset, exc)
+            await self.pubsub.broadcast(msg)  # never raises (the Subscriber contract)
 
     def handle_fanout(self, publications: Sequence[Publication]) -> None:
         """Fan-out broadcasters: deliver locally, bypassing the broker (spec §4.4)."""

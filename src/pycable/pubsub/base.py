@@ -5,6 +5,9 @@ of every node that subscribed its stream (this node included), in the order broa
 from one node; :meth:`Subscriber.broadcast_command` delivers a remote command to every
 node. Delivery is at-most-once per node (a node that is down misses it, its clients
 catch up from history). A backend that loses its connection resubscribes by itself.
+Neither method raises: this node's delivery never depends on the backend, and a message
+the others missed is counted and logged (raising would make the sender retry, storing
+the message twice at a new offset).
 """
 
 from __future__ import annotations
