@@ -127,6 +127,8 @@ class NatsSubscriber(RelayingSubscriber):
             return
         if not self._live:
             self._streams[stream] = None  # _subscribe_all() will
+            if self.conn.connected.is_set():  # its setup is running now: it is live after it
+                await self.conn.wait_setup(self.connect_wait)
             return
         marker = self._streams[stream] = _Pending()
         nc = self.conn.nc
@@ -136,7 +138,8 @@ class NatsSubscriber(RelayingSubscriber):
             # broker's snapshot relies on live delivery covering what comes after.
             await nc.flush(timeout=2)
         except (nats.errors.Error, TimeoutError) as exc:
-            log.debug("NATS pub/sub: flush after subscribing to %r failed: %r", stream[:64], exc)
+            log.warning("NATS pub/sub: subscription to %r not confirmed (%r): messages may be missed until it is",
+                        stream[:64], exc)
         if self._streams.get(stream) is marker:
             self._streams[stream] = sub
         else:  # unsubscribed (and maybe subscribed again) while we were subscribing
