@@ -232,6 +232,8 @@ class Config:
             raise ConfigError("--ping_interval must be positive")
         if self.max_message_size < 128:
             raise ConfigError("--max_message_size is too small")
+        if self.ws_max_pending_size < 1024:
+            raise ConfigError("--ws_max_pending_size must be at least 1024 bytes")
         from pycable import registry
 
         for adapter in self.broadcast_adapter:

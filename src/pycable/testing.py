@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ class RecordingConnection:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.closed: tuple[int, str] | None = None
+        self.frame_writer: Callable[[bytes], None] = self.send_frame
 
     def send_frame(self, frame: bytes) -> None:
         self.frames.append(frame)

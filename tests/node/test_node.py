@@ -514,3 +514,34 @@ async def test_malformed_and_huge_sids_connect_normally(setup):
     for bad in ["x" * 10_000, "ü\u0000☃", "../../etc", '{"ids":1}']:
         _, conn = await connect_session(node, "fresh", prev_sid=bad)
         assert conn.messages == [{"type": "welcome", "sid": "fresh"}]
+
+
+class TestFanOutWriters:
+    async def test_a_muted_session_gets_nothing_more_and_others_go_on(self, setup):
+        node, _, _ = setup
+        a, conn_a = await connect_session(node, "a")
+        b, conn_b = await connect_session(node, "b")
+        for s in (a, b):
+            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        node.hub.mute(a)  # what the transport does when it starts closing
+        await publish(node, "chat", "1")
+        assert offsets(conn_a) == [] and offsets(conn_b) == [1]
+
+    async def test_a_writer_that_raises_is_dropped_without_stopping_the_fan_out(self, setup):
+        """A socket gone before the transport heard of it: uvloop's write raises RuntimeError."""
+        node, _, _ = setup
+        gone, conn_gone = await connect_session(node, "gone")
+        ok, conn_ok = await connect_session(node, "ok")
+        for s in (gone, ok):
+            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        calls = []
+
+        def closed_socket(frame: bytes) -> None:
+            calls.append(frame)
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+        node.hub.streams["chat"][(gone, IDENT)].send = closed_socket
+        await publish(node, "chat", "1")
+        await publish(node, "chat", "2")
+        assert len(calls) == 1, "not tried again"
+        assert offsets(conn_ok) == [1, 2]

@@ -57,10 +57,12 @@ class Subscriber:
         self.sid = session.sid
         self.identifier = identifier
         self.cursor = cursor
-        #: The connection's writer; a no-op once removed from the index, so that a fan-out
-        #: still walking its snapshot sends nothing through it (the same session may be
-        #: subscribed again already, with a new cursor). No check in the hot loop.
-        self.send: Callable[[bytes], None] = session.conn.send_frame
+        #: The connection's fan-out writer (``Connection.frame_writer``: the socket's own
+        #: ``write``); a no-op once removed from the index or muted, so that a fan-out still
+        #: walking its snapshot sends nothing through it (the same session may be subscribed
+        #: again already, with a new cursor), and nothing follows a close frame. No check in
+        #: the hot loop.
+        self.send: Callable[[bytes], None] = session.conn.frame_writer
 
 
 def _removed(frame: bytes) -> None:
@@ -107,6 +109,15 @@ class Hub:
 
     def unsubscribe(self, session: Session, identifier: str, stream: str) -> None:
         self._remove(stream, session, identifier)
+
+    def mute(self, session: Session) -> None:
+        """Fan out nothing more to *session* (its connection is closing); the index entries
+        stay until the node forgets the session."""
+        for sub in session.subscriptions.values():
+            for stream in sub.streams:
+                entry = self.streams.get(stream, {}).get((session, sub.identifier))
+                if entry is not None:
+                    entry.send = _removed
 
     def _remove(self, stream: str, session: Session, identifier: str) -> None:
         subs = self.streams.get(stream)
@@ -168,7 +179,11 @@ class Hub:
                 last_identifier = identifier
                 cached = frames.get(identifier)
                 frame = frames[identifier] = cached if cached is not None else frame_for(msg, identifier)
-            sub.send(frame)
+            try:
+                sub.send(frame)
+            except RuntimeError:  # its socket closed before the transport could mute it
+                sub.send = _removed
+                continue
             sent += 1
             if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)

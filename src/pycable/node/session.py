@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,14 @@ __all__ = ["Connection", "Session", "Subscription", "CacheEntry"]
 
 class Connection(Protocol):
     """What the node needs from a transport connection."""
+
+    @property
+    def frame_writer(self) -> Callable[[bytes], None]:
+        """The fan-out's writer: as fast as the transport allows (for a socket, its
+        ``write`` itself). The hub stops using it when ``Hub.mute`` is called for the
+        session, which the transport does as it starts closing; after the socket is gone it
+        may raise ``RuntimeError``, and the hub then stops using it too."""
+        ...
 
     def send_frame(self, frame: bytes) -> None:
         """Write one pre-framed text frame; never blocks (buffers are capped by the transport)."""

@@ -16,6 +16,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,11 @@ class WebSocketConnection(asyncio.Protocol):
         self.node = node
         self.options = options
         self.max_pending = options.max_pending
+        # The fan-out writes with the socket's own write (no Python call in between); the
+        # --ws_max_pending_size cap is the transport's high-water mark: pause_writing() fires
+        # when a client's unsent bytes pass it.
+        self.frame_writer: Callable[[bytes], None] = transport.write
+        transport.set_write_buffer_limits(high=self.max_pending)
         self.loop = asyncio.get_running_loop()
         self.session: Session | None = None
         self.closing = False
@@ -112,20 +118,14 @@ class WebSocketConnection(asyncio.Protocol):
     # -- node-facing Connection interface ---------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        if self.closing:
-            return
-        transport = self.transport
-        transport.write(frame)
-        if transport.get_write_buffer_size() > self.max_pending:
-            self._too_slow()
+        if not self.closing:
+            self.transport.write(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Start the close handshake; the socket is aborted if it does not finish in time."""
         if self.closing:
             return
-        self.closing = True
-        if self.session is not None:
-            self.session.closed = True
+        self._stop_sending()
         if self.proto.state is OPEN:
             self.proto.send_close(code, reason)
             self._flush()
@@ -164,7 +164,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.closing = True
+        self._stop_sending()
         self._cancel_timer()
         if self.close_timer is not None:
             self.close_timer.cancel()
@@ -176,11 +176,12 @@ class WebSocketConnection(asyncio.Protocol):
         if callable(self.on_lost):
             self.on_lost(self)
         if self.session is not None:
-            self.session.closed = True
             self.node._spawn(self.node.disconnect(self.session))
 
-    def pause_writing(self) -> None:  # buffer limits are enforced in send_frame
-        pass
+    def pause_writing(self) -> None:
+        """The client's unsent bytes passed ``--ws_max_pending_size``: it is too slow."""
+        if not self.closing:
+            self._too_slow()
 
     def resume_writing(self) -> None:
         pass
@@ -248,19 +249,26 @@ class WebSocketConnection(asyncio.Protocol):
                 if not self.lost:
                     self.transport.write(chunk)
             else:  # end of stream: the close handshake is done
-                self.closing = True
+                self._stop_sending()
                 self.transport.close()
 
     def _too_slow(self) -> None:
         sid = self.session.sid if self.session else "-"
         log.info("closing sid=%s: write buffer over %d bytes (too_slow)", sid, self.options.max_pending)
+        self._stop_sending()
         self.transport.write(text_frame(messages.disconnect(c.TOO_SLOW, True)))
         self.transport.write(close_frame(c.CLOSE_NORMAL, "Too slow"))
-        self.closing = True
-        if self.session is not None:
-            self.session.closed = True
         self._cancel_timer()
         self.close_timer = self.loop.call_later(self.options.write_timeout, self._abort)
+
+    def _stop_sending(self) -> None:
+        """No frame but the closing ones from now on: mark the connection closing, and stop
+        the fan-out, which writes to the socket directly, from writing here."""
+        self.closing = True
+        session = self.session
+        if session is not None:
+            session.closed = True
+            self.node.hub.mute(session)
 
     def _abort(self) -> None:
         """The close handshake did not finish in time: reset the connection. SO_LINGER 0
