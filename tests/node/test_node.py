@@ -43,6 +43,16 @@ async def drain(node: Node) -> None:
         await asyncio.shield(node.hub._worker)
 
 
+async def subscribed(node: Node, *sids: str) -> list:
+    """Sessions *sids*, each connected and subscribed to ``IDENT``: ``[(session, conn), ...]``."""
+    out = []
+    for sid in sids:
+        session, conn = await connect_session(node, sid)
+        await send(node, session, {"command": "subscribe", "identifier": IDENT})
+        out.append((session, conn))
+    return out
+
+
 def offsets(conn, stream=None):
     return [m["offset"] for m in conn.stream_messages() if stream is None or m["stream_id"] == stream]
 
@@ -336,10 +346,7 @@ class TestRestore:
 class TestBroadcastFeatures:
     async def test_exclude_socket(self, setup):
         node, _, _ = setup
-        a, ca = await connect_session(node, "a")
-        b, cb = await connect_session(node, "b")
-        for s in (a, b):
-            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        (a, ca), (b, cb) = await subscribed(node, "a", "b")
         await node.handle_broadcast([StreamMessage("chat", "1", exclude_socket="a")])
         await drain(node)
         assert ca.stream_messages() == [] and len(cb.stream_messages()) == 1
@@ -356,10 +363,7 @@ class TestBroadcastFeatures:
 
     async def test_whisper_reaches_others_only(self, setup):
         node, broker, _ = setup
-        a, ca = await connect_session(node, "a")
-        b, cb = await connect_session(node, "b")
-        for s in (a, b):
-            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        (a, ca), (b, cb) = await subscribed(node, "a", "b")
         await send(node, a, {"command": "whisper", "identifier": IDENT, "data": {"typing": True}})
         await drain(node)
         assert ca.stream_messages() == []
@@ -519,10 +523,7 @@ async def test_malformed_and_huge_sids_connect_normally(setup):
 class TestFanOutWriters:
     async def test_a_muted_session_gets_nothing_more_and_others_go_on(self, setup):
         node, _, _ = setup
-        a, conn_a = await connect_session(node, "a")
-        b, conn_b = await connect_session(node, "b")
-        for s in (a, b):
-            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        (a, conn_a), (b, conn_b) = await subscribed(node, "a", "b")
         node.hub.mute(a)  # what the transport does when it starts closing
         await publish(node, "chat", "1")
         assert offsets(conn_a) == [] and offsets(conn_b) == [1]
@@ -530,10 +531,7 @@ class TestFanOutWriters:
     async def test_a_writer_that_raises_is_dropped_without_stopping_the_fan_out(self, setup):
         """A socket gone before the transport heard of it: uvloop's write raises RuntimeError."""
         node, _, _ = setup
-        gone, conn_gone = await connect_session(node, "gone")
-        ok, conn_ok = await connect_session(node, "ok")
-        for s in (gone, ok):
-            await send(node, s, {"command": "subscribe", "identifier": IDENT})
+        (gone, conn_gone), (ok, conn_ok) = await subscribed(node, "gone", "ok")
         calls = []
 
         def closed_socket(frame: bytes) -> None:
