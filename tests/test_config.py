@@ -93,7 +93,7 @@ def test_validation():
 def test_stream_rules():
     rules = parse_stream_rules(["chat/*=limit:1000,ttl:3600", "tmp.*=ttl:5"])
     assert [(r.pattern, r.limit, r.ttl) for r in rules] == [("chat/*", 1000, 3600.0), ("tmp.*", None, 5.0)]
-    for bad in ["nopattern", "x=limit:0", "x=ttl:-1", "x=colour:red", "x=limit:many"]:
+    for bad in ["nopattern", "x=limit:-1", "x=ttl:-1", "x=colour:red", "x=limit:many"]:
         with pytest.raises(ConfigError):
             parse_stream_rules([bad])
     c = load_config({}, environ={"ANYCABLE_STREAM_HISTORY": "a/*=limit:3;b=ttl:9"})
@@ -189,3 +189,28 @@ def test_pubsub_stays_none_without_redis():
     c = load_config(cli("--broker", "memory", "--broadcast_adapter", "http,redis"), environ={})
     c.apply_presets()
     assert c.pubsub == "none"
+
+
+def test_unbounded_stream_rules():
+    (rule,) = parse_stream_rules(["ds/*=limit:0,ttl:0"])
+    assert (rule.limit, rule.ttl) == (0, 0.0)
+    for bad in ["x=ttl:inf", "x=ttl:nan"]:
+        with pytest.raises(ConfigError):
+            parse_stream_rules([bad])
+
+
+def test_ds_options_as_anycable_names_them():
+    c = load_config({}, environ={})
+    assert (c.ds, c.ds_path, c.ds_skip_auth, c.ds_poll_interval, c.ds_sse_ttl) == (False, "/ds", False, 10, 60)
+    c = load_config(cli("--ds", "--ds_path", "/streams", "--ds_poll_interval", "2"), environ={"ANYCABLE_DS_SSE_TTL": "5"})
+    assert (c.ds, c.ds_path, c.ds_poll_interval, c.ds_sse_ttl) == (True, "/streams", 2, 5)
+
+
+def test_ds_without_a_broker_stops_start_up():
+    c = load_config(cli("--ds"), environ={})
+    with pytest.raises(ConfigError, match="--ds needs a broker"):
+        c.validate()
+    c = load_config(cli("--ds", "--broker", "memory", "--ds_path", "/"), environ={})
+    with pytest.raises(ConfigError, match="--ds_path"):
+        c.validate()
+    load_config(cli("--ds", "--broker", "memory"), environ={}).validate()

@@ -17,7 +17,7 @@ from pycable.exceptions import ConfigError
 
 __all__ = ["Config", "option", "GROUPS", "load_config", "parse_stream_rules"]
 
-GROUPS = ("server", "websocket", "auth", "streams", "broadcast", "broker", "pubsub", "redis", "nats", "rpc", "log")
+GROUPS = ("server", "websocket", "auth", "streams", "broadcast", "broker", "ds", "pubsub", "redis", "nats", "rpc", "log")
 
 
 def option(
@@ -102,6 +102,15 @@ class Config:
     stream_history: list[str] = option(
         [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
         "broker", kind="rules")
+    history_max_bytes: int = option(256 << 20, "Memory broker: bytes of message data kept by all streams together "
+                                               "(0: no cap); past it publications fail", "broker")
+    # -- ds (Durable Streams) --------------------------------------------------------------
+    ds: bool = option(False, "Serve stream history over the Durable Streams HTTP protocol (needs a broker)", "ds")
+    ds_path: str = option("/ds", "Durable Streams mount path", "ds")
+    ds_skip_auth: bool = option(False, "Durable Streams reads without client authentication (streams are still "
+                                       "authorized)", "ds")
+    ds_poll_interval: float = option(10.0, "Durable Streams long-poll timeout (seconds)", "ds")
+    ds_sse_ttl: float = option(60.0, "Durable Streams SSE connection lifetime (seconds)", "ds")
     # -- pubsub ----------------------------------------------------------------------------
     pubsub: str = option("none", "Pub/sub adapter for clusters: none, redis, nats (redis when Redis is in use and this is unset)",
                          "pubsub")
@@ -234,6 +243,16 @@ class Config:
             raise ConfigError("--max_message_size is too small")
         if self.ws_max_pending_size < 1024:
             raise ConfigError("--ws_max_pending_size must be at least 1024 bytes")
+        if self.history_max_bytes < 0:
+            raise ConfigError("--history_max_bytes must not be negative")
+        if self.ds:
+            if self.broker in ("", "none"):
+                raise ConfigError("--ds needs a broker to keep stream history: add --broker=memory (or redis, nats), "
+                                  "or --presets=broker")
+            if not self.ds_path.startswith("/") or self.ds_path.rstrip("/") == "":
+                raise ConfigError("--ds_path must be an absolute path other than /")
+            if self.ds_poll_interval <= 0 or self.ds_sse_ttl <= 0:
+                raise ConfigError("--ds_poll_interval and --ds_sse_ttl must be positive")
         from pycable import registry
 
         for adapter in self.broadcast_adapter:
@@ -260,10 +279,11 @@ class Config:
 
 
 def parse_stream_rules(entries: list[str]) -> tuple[StreamRule, ...]:
-    """Parse ``pattern=limit:N,ttl:S`` entries (either key may be omitted).
+    """Parse ``pattern=limit:N,ttl:S`` entries (either key may be omitted; 0 means unbounded).
 
     Example: ``chat/*=limit:1000,ttl:3600`` keeps up to 1,000 messages for an hour in
-    every stream whose name matches ``chat/*``.
+    every stream whose name matches ``chat/*``; ``ds/*=limit:0,ttl:0`` keeps everything
+    (up to the memory broker's ``--history_max_bytes``).
     """
     rules = []
     for entry in entries:
@@ -280,16 +300,16 @@ def parse_stream_rules(entries: list[str]) -> tuple[StreamRule, ...]:
             try:
                 if key == "limit":
                     limit = int(value)
-                    if limit < 1:
+                    if limit < 0:
                         raise ValueError
                 elif key == "ttl":
                     ttl = float(value)
-                    if ttl <= 0:
+                    if ttl < 0 or ttl != ttl or ttl == float("inf"):
                         raise ValueError
                 else:
                     raise ConfigError(f"bad stream history rule {entry!r}: unknown key {key!r}")
             except ValueError:
-                raise ConfigError(f"bad stream history rule {entry!r}: {key} must be positive") from None
+                raise ConfigError(f"bad stream history rule {entry!r}: {key} must be a number >= 0 (0: unbounded)") from None
         rules.append(StreamRule(pattern.strip(), limit, ttl))
     return tuple(rules)
 

@@ -182,3 +182,74 @@ class TestSessions:
         b = (await make_broker(sessions_ttl=0)).broker
         await b.commit_session("s1", b"one")
         assert await b.restore_session("s1") is None
+
+
+def durable(handle):
+    if not hasattr(handle.broker, "ds_create"):
+        pytest.skip("this backend keeps no Durable Streams metadata yet")
+    return handle.broker
+
+
+class TestDurableStreams:
+    """Durable Streams metadata and unbounded history (``DurableBroker``)."""
+
+    async def test_create_load_store(self, make_broker):
+        b = durable(await make_broker())
+        assert await b.tail("ds") is None and await b.ds_load("ds") is None
+        assert await b.ds_create("ds", b"meta-1") is True
+        assert await b.ds_create("ds", b"meta-2") is False  # exists: unchanged
+        assert await b.ds_load("ds") == b"meta-1"
+        assert await b.tail("ds") == 0
+        assert await b.history_from("ds", b.epoch, 0) == []  # a created stream is known, empty
+        await b.ds_store("ds", b"meta-3")
+        assert await b.ds_load("ds") == b"meta-3"
+
+    async def test_appends_move_the_tail(self, make_broker):
+        b = durable(await make_broker())
+        await b.ds_create("ds", b"m")
+        out = await publish(b, "ds", 3)
+        assert await b.tail("ds") == out[-1].offset == 3
+        assert [m.data for m in await b.history_since("ds", 0)] == ['{"n":1}', '{"n":2}', '{"n":3}']
+
+    async def test_delete_forgets_and_offsets_continue(self, make_broker):
+        b = durable(await make_broker())
+        await b.ds_create("ds", b"m")
+        await publish(b, "ds", 4)
+        await b.ds_delete("ds")
+        assert await b.ds_load("ds") is None and await b.tail("ds") is None
+        assert await b.history_since("ds", 0) == []
+        await b.ds_delete("ds")  # deleting again is harmless
+        assert await b.ds_create("ds", b"again") is True
+        first = await b.register(msg("ds"))
+        assert first.offset > 4  # a new stream under the same name never reuses positions
+        with pytest.raises(HistoryError):
+            await b.history_from("ds", b.epoch, 2)
+
+    async def test_payloads_are_kept_exactly(self, make_broker):
+        b = durable(await make_broker())
+        await b.ds_create("ds", b"m")
+        datas = ["AAECA/8=", "line1\nline2\r\n", "héllo ☃ \U0001f600", '"quoted"', " "]
+        for data in datas:
+            await b.register(msg("ds", data))
+        assert [m.data for m in await b.history_from("ds", b.epoch, 0)] == datas
+
+    async def test_unbounded_rule_keeps_everything(self, make_broker):
+        h = await make_broker(limit=3, ttl=1.0, rules=(StreamRule("ds/*", limit=0, ttl=0),))
+        b = durable(h)
+        await b.ds_create("ds/all", b"m")
+        await publish(b, "ds/all", 50)
+        await publish(b, "other", 5)
+        await h.advance(1.5)
+        h.expire()
+        assert [m.offset for m in await b.history_from("ds/all", b.epoch, 0)] == list(range(1, 51))
+        assert await b.history_since("other", 0) == []
+
+    async def test_metadata_outlives_an_empty_history(self, make_broker):
+        h = await make_broker(ttl=1.0)
+        b = durable(h)
+        await b.ds_create("ds", b"m")
+        await publish(b, "ds", 1)
+        await h.advance(12)
+        h.expire()
+        assert await b.ds_load("ds") == b"m"
+        assert await b.tail("ds") == 1

@@ -41,6 +41,20 @@ the same suite against each):
   per node; a backend may use them to keep a local copy of the streams in use.
 * Every method may raise :class:`~pycable.exceptions.BrokerError` when the backend is
   unreachable; callers degrade (reject history, skip restore), they never crash.
+
+Durable Streams (:class:`DurableBroker`, implemented by the memory, Redis and NATS brokers)
+adds per-stream metadata kept beside the history:
+
+* :meth:`DurableBroker.ds_create` stores a stream's metadata (opaque bytes) unless the stream
+  already has some, and makes the stream known with an empty history (its tail is then its
+  last offset, 0 for a new name). Returns False when metadata existed (nothing changed).
+* :meth:`DurableBroker.ds_load`/:meth:`DurableBroker.ds_store` read and overwrite it.
+* :meth:`DurableBroker.ds_delete` forgets metadata and history; a stream created later under
+  the same name continues above the old offsets (offsets never go back within an epoch).
+* :meth:`DurableBroker.tail` is a stream's last assigned offset, ``None`` for an unknown one.
+* A limit or ttl of 0 in the policy means unbounded (``--stream_history 'ds/*=limit:0,ttl:0'``).
+* :class:`~pycable.exceptions.BrokerFullError` from :meth:`Broker.register`: the broker's
+  memory cap is reached; nothing was stored.
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ from typing import Protocol
 from pycable.exceptions import HistoryError
 from pycable.protocol.broadcast import StreamMessage
 
-__all__ = ["Broker", "NullBroker", "HistoryPolicy", "StreamRule"]
+__all__ = ["Broker", "DurableBroker", "NullBroker", "HistoryPolicy", "StreamRule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,8 @@ class HistoryPolicy:
 
     @property
     def max_ttl(self) -> float:
-        return max([self.ttl, *(r.ttl for r in self.rules if r.ttl is not None)])
+        """The longest finite ttl (unbounded rules, ttl 0, do not count)."""
+        return max([self.ttl, *(r.ttl for r in self.rules if r.ttl)])
 
 
 class Broker(Protocol):
@@ -129,6 +144,20 @@ class Broker(Protocol):
     async def restore_session(self, sid: str) -> bytes | None: ...
 
     async def touch_session(self, sid: str) -> None: ...
+
+
+class DurableBroker(Broker, Protocol):
+    """**Protocol:** a broker that also keeps Durable Streams metadata (module docstring)."""
+
+    async def ds_create(self, stream: str, meta: bytes) -> bool: ...
+
+    async def ds_load(self, stream: str) -> bytes | None: ...
+
+    async def ds_store(self, stream: str, meta: bytes) -> None: ...
+
+    async def ds_delete(self, stream: str) -> None: ...
+
+    async def tail(self, stream: str) -> int | None: ...
 
 
 class NullBroker:

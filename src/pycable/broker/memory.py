@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pycable.broker._stream import MemStream
-from pycable.broker.base import Broker, HistoryPolicy
-from pycable.exceptions import HistoryError
+from pycable.broker.base import DurableBroker, HistoryPolicy
+from pycable.exceptions import BrokerFullError, HistoryError
 from pycable.protocol.broadcast import StreamMessage
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ class MemoryBroker:
     A dropped stream's last offset is folded into ``offset_floor``, and a stream created
     later starts above it, so offsets never go back within the epoch (new streams may
     then start above 1: offsets may jump, they never repeat).
+
+    ``max_bytes`` caps the message data kept by all streams together (characters of
+    ``data``; 0: no cap): a registration over it raises
+    :class:`~pycable.exceptions.BrokerFullError` and stores nothing. Streams with Durable
+    Streams metadata are never dropped by the sweep; their messages follow the policy.
     """
 
     supports_history = True
@@ -41,6 +46,7 @@ class MemoryBroker:
         clock: Callable[[], float] = time.time,
         sweep_interval: float = 1.0,
         epoch: str | None = None,
+        max_bytes: int = 0,
     ) -> None:
         self.policy = policy or HistoryPolicy()
         self.sessions_ttl = sessions_ttl
@@ -53,6 +59,10 @@ class MemoryBroker:
         self.sessions: dict[str, tuple[bytes, float]] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self.max_bytes = max_bytes
+        #: Characters of message data kept by every stream (what ``max_bytes`` caps).
+        self.size = 0
+        self.ds: dict[str, bytes] = {}
 
     @property
     def epoch(self) -> str:
@@ -73,6 +83,8 @@ class MemoryBroker:
 
     def describe(self) -> str:
         rules = f", stream rules: {len(self.policy.rules)}" if self.policy.rules else ""
+        if self.max_bytes:
+            rules += f", max bytes: {self.max_bytes}"
         return (
             f"Using in-memory broker (epoch: {self._epoch}, history limit: {self.policy.limit}, "
             f"history ttl: {self.policy.ttl:g}s, sessions ttl: {self.sessions_ttl:g}s{rules})"
@@ -90,7 +102,15 @@ class MemoryBroker:
     async def register(self, msg: StreamMessage) -> StreamMessage:
         if msg.transient:
             return msg
-        return self._stream(msg.stream).add(msg, self._epoch, self.clock())
+        if self.max_bytes and self.size + len(msg.data) > self.max_bytes:
+            raise BrokerFullError(
+                f"the memory broker is full ({self.max_bytes} bytes of history kept, --history_max_bytes)"
+            )
+        mem = self._stream(msg.stream)
+        before = mem.size
+        stored = mem.add(msg, self._epoch, self.clock())
+        self.size += mem.size - before
+        return stored
 
     async def subscribe(self, stream: str) -> None:
         self.refs[stream] = self.refs.get(stream, 0) + 1
@@ -108,13 +128,48 @@ class MemoryBroker:
         mem = self.streams.get(stream)
         if mem is None:
             raise HistoryError(f"stream {stream[:64]!r} has no history")
-        return mem.after(offset, self.clock())
+        now = self.clock()
+        self._expire(mem, now)
+        return mem.after(offset, now)
 
     async def history_since(self, stream: str, since: float) -> list[StreamMessage]:
         mem = self.streams.get(stream)
         if mem is None:
             return []
-        return mem.since(since, self.clock())
+        now = self.clock()
+        self._expire(mem, now)
+        return mem.since(since, now)
+
+    def _expire(self, mem: MemStream, now: float) -> None:
+        before = mem.size
+        mem.expire(now)
+        self.size += mem.size - before
+
+    # -- Durable Streams ---------------------------------------------------------------------
+
+    async def ds_create(self, stream: str, meta: bytes) -> bool:
+        if stream in self.ds:
+            return False
+        self.ds[stream] = meta
+        self._stream(stream)
+        return True
+
+    async def ds_load(self, stream: str) -> bytes | None:
+        return self.ds.get(stream)
+
+    async def ds_store(self, stream: str, meta: bytes) -> None:
+        self.ds[stream] = meta
+
+    async def ds_delete(self, stream: str) -> None:
+        self.ds.pop(stream, None)
+        mem = self.streams.pop(stream, None)
+        if mem is not None:
+            self.size -= mem.size
+            self.offset_floor = max(self.offset_floor, mem.offset)
+
+    async def tail(self, stream: str) -> int | None:
+        mem = self.streams.get(stream)
+        return None if mem is None else mem.offset
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -142,8 +197,8 @@ class MemoryBroker:
         """Drop expired messages, idle empty streams and expired sessions."""
         for name in list(self.streams):
             mem = self.streams[name]
-            mem.expire(now)
-            if mem.idle(now) and name not in self.refs:
+            self._expire(mem, now)
+            if mem.idle(now) and name not in self.refs and name not in self.ds:
                 self.offset_floor = max(self.offset_floor, mem.offset)
                 del self.streams[name]
         deadlines, sessions = self._deadlines, self.sessions
@@ -173,9 +228,9 @@ class MemoryBroker:
 
 
 if TYPE_CHECKING:
-    _: type[Broker] = MemoryBroker
+    _: type[DurableBroker] = MemoryBroker
 
 
 def from_config(config: Config) -> MemoryBroker:
     policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
-    return MemoryBroker(policy, config.sessions_ttl)
+    return MemoryBroker(policy, config.sessions_ttl, max_bytes=config.history_max_bytes)
