@@ -81,6 +81,9 @@ class Hub:
         self._worker: asyncio.Task[None] | None = None
         #: Called after the worker fanned out a message (tests, metrics).
         self.on_delivered: Callable[[StreamMessage, int], None] | None = None
+        #: stream → callback told of each message of the stream, in fan-out order, before
+        #: the subscribers (Durable Streams readers waiting for data: :meth:`watch`).
+        self.watchers: dict[str, Callable[[StreamMessage], None]] = {}
 
     # -- index -------------------------------------------------------------------------------
 
@@ -128,6 +131,13 @@ class Hub:
             if not subs:
                 del self.streams[stream]
 
+    def watch(self, stream: str, callback: Callable[[StreamMessage], None]) -> None:
+        """Tell *callback* of every message fanned out on *stream* (one watcher per stream)."""
+        self.watchers[stream] = callback
+
+    def unwatch(self, stream: str) -> None:
+        self.watchers.pop(stream, None)
+
     def sessions_with_identifiers(self, identifiers: str) -> list[Session]:
         return list(self.by_identifiers.get(identifiers, ()))
 
@@ -135,7 +145,7 @@ class Hub:
 
     def broadcast(self, msg: StreamMessage) -> None:
         """Queue *msg* for fan-out; returns at once."""
-        if msg.stream not in self.streams:
+        if msg.stream not in self.streams and msg.stream not in self.watchers:
             return
         self._queue.append(msg)
         if self._worker is None:
@@ -153,6 +163,9 @@ class Hub:
                 self._worker = asyncio.get_running_loop().create_task(self._drain())
 
     async def _fan_out(self, msg: StreamMessage) -> None:
+        watcher = self.watchers.get(msg.stream)
+        if watcher is not None:
+            watcher(msg)
         subs = self.streams.get(msg.stream)
         if not subs:
             return

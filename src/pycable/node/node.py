@@ -489,10 +489,23 @@ class Node:
                 if self.gaps is not None and stream not in self.hub.streams:
                     self.gaps.forget(stream)
                 await self.broker.unsubscribe(stream)
-                if stream not in self.hub.streams:
+                if stream not in self.hub.streams and stream not in self.hub.watchers:
                     await self.pubsub.unsubscribe(stream)
         except BrokerError as exc:
             log.warning("stream interest update failed for %r: %s", stream, exc)
+
+    async def watch(self, stream: str, callback: Callable[[StreamMessage], None]) -> None:
+        """Durable Streams readers: *callback* gets every message of *stream* delivered on this
+        node (what its WebSocket subscribers get, in the same order) until :meth:`unwatch`."""
+        first = stream not in self.hub.streams and stream not in self.hub.watchers
+        self.hub.watch(stream, callback)
+        if first:
+            await self.pubsub.subscribe(stream)
+
+    async def unwatch(self, stream: str) -> None:
+        self.hub.unwatch(stream)
+        if stream not in self.hub.streams:
+            await self.pubsub.unsubscribe(stream)
 
     async def _apply(self, session: Session, sub: Subscription, result: CommandResult, hold: bool) -> bool:
         """Apply a command result (spec §6.3 order); True when state changed."""
@@ -565,10 +578,16 @@ class Node:
         for pub in publications:
             if isinstance(pub, RemoteCommand):
                 await self.pubsub.broadcast_command(pub)
-                continue
-            msg = await self.broker.register(pub)
-            self.stats["broadcasts"] += 1
-            await self.pubsub.broadcast(msg)  # never raises (the Subscriber contract)
+            else:
+                await self.publish(pub)
+
+    async def publish(self, msg: StreamMessage) -> StreamMessage:
+        """One broadcast: registered by the broker, then published through pub/sub; returns
+        the message with its position (Durable Streams appends use it for their offsets)."""
+        msg = await self.broker.register(msg)
+        self.stats["broadcasts"] += 1
+        await self.pubsub.broadcast(msg)  # never raises (the Subscriber contract)
+        return msg
 
     def handle_fanout(self, publications: Sequence[Publication]) -> None:
         """Fan-out broadcasters: deliver locally, bypassing the broker (spec §4.4)."""

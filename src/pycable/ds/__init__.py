@@ -1,0 +1,1 @@
+"""Durable Streams: stream history and appends over plain HTTP (docs/durable_streams.md)."""
