@@ -216,8 +216,8 @@ class TestDurableStreams:
         await b.ds_create("ds", b"m")
         await publish(b, "ds", 4)
         await b.ds_delete("ds")
-        assert await b.ds_load("ds") is None and await b.tail("ds") is None
-        assert await b.history_since("ds", 0) == []
+        assert await b.ds_load("ds") is None and await b.history_since("ds", 0) == []
+        assert await b.tail("ds") in (None, 4)  # gone, or (NATS) an empty stream at its last offset
         await b.ds_delete("ds")  # deleting again is harmless
         assert await b.ds_create("ds", b"again") is True
         first = await b.register(msg("ds"))

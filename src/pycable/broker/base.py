@@ -51,7 +51,8 @@ adds per-stream metadata kept beside the history:
 * :meth:`DurableBroker.ds_load`/:meth:`DurableBroker.ds_store` read and overwrite it.
 * :meth:`DurableBroker.ds_delete` forgets metadata and history; a stream created later under
   the same name continues above the old offsets (offsets never go back within an epoch).
-* :meth:`DurableBroker.tail` is a stream's last assigned offset, ``None`` for an unknown one.
+* :meth:`DurableBroker.tail` is a stream's last assigned offset, ``None`` for an unknown one
+  (a deleted stream is unknown, or, on NATS, an empty stream at its last offset).
 * A limit or ttl of 0 in the policy means unbounded (``--stream_history 'ds/*=limit:0,ttl:0'``).
 * :class:`~pycable.exceptions.BrokerFullError` from :meth:`Broker.register`: the broker's
   memory cap is reached; nothing was stored.

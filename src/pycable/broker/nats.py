@@ -10,6 +10,9 @@ characters replaced by ``_``):
   sessions_ttl)``: the cluster-wide epoch. It is created if absent (one node wins, the
   others read it), watched, and refreshed by running nodes so that it only lapses when the
   whole cluster has been gone for that long.
+* KV bucket ``P'_anycable_ds_``, no TTL (created on first use): Durable Streams metadata,
+  key = the stream name (``h.<sha256>`` when it is not a valid key). Deleting a DS stream
+  purges its JetStream stream (the sequence, hence the offsets, continue above).
 * One JetStream stream per cable stream, named and subjected
   :func:`~pycable._nats.jetstream_name` (``_ac_<readable>_<hash>``), so any cable stream
   name works: dots, spaces, ``*``, ``>``, unicode, 10 kB. ``MaxMsgs`` = the stream's
@@ -75,7 +78,7 @@ from nats.js.kv import KeyValue
 
 from pycable._nats import NatsConnection, jetstream_name, safe_token, servers_from_config
 from pycable.broker._stream import MemStream
-from pycable.broker.base import Broker, HistoryPolicy
+from pycable.broker.base import DurableBroker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
 from pycable.protocol.broadcast import StreamMessage
 
@@ -297,6 +300,9 @@ class NatsBroker:
         bucket = safe_token(prefix)
         self.sessions_bucket = f"{bucket}_anycable_"
         self.epoch_bucket = f"{bucket}_anycable_epoch_"
+        self.ds_bucket = f"{bucket}_anycable_ds_"
+        self._ds_kv: KeyValue | None = None
+        self._ds_lock = asyncio.Lock()
         self.epoch_ttl = 10 * max(self.policy.max_ttl, sessions_ttl)
         self.conn = NatsConnection(servers, "pycable-broker", log)
         self.conn.on_connect.append(self._setup)
@@ -461,7 +467,7 @@ class NatsBroker:
                 # direct: any replica answers a get, also while the leader is being elected.
                 return await js.create_key_value(
                     bucket=bucket,
-                    ttl=max(ttl, MIN_MAX_AGE),
+                    ttl=max(ttl, MIN_MAX_AGE) if ttl else None,
                     history=1,
                     replicas=replicas,
                     storage=api.StorageType.FILE,
@@ -473,8 +479,8 @@ class NatsBroker:
                     # deletes and recreates it, which would lose the epoch for everyone).
                     info = await js.stream_info(f"KV_{bucket}")
                     cfg = info.config
-                    cfg.max_age = max(ttl, MIN_MAX_AGE)
-                    cfg.duplicate_window = min(cfg.max_age, 120.0)
+                    cfg.max_age = max(ttl, MIN_MAX_AGE) if ttl else 0
+                    cfg.duplicate_window = min(cfg.max_age, 120.0) if ttl else 120.0
                     cfg.num_replicas = replicas
                     cfg.allow_direct = True
                     try:
@@ -578,16 +584,16 @@ class NatsBroker:
 
     def _stream_config(self, stream: str, jsname: str, replicas: int) -> api.StreamConfig:
         limit, ttl = self.policy.for_stream(stream)
-        age = max(ttl, MIN_MAX_AGE)
+        age = max(ttl, MIN_MAX_AGE) if ttl else 0.0  # 0: unbounded
         return api.StreamConfig(
             name=jsname,
             description=f"pycable stream {stream[:200]!r}",
             subjects=[jsname],
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.OLD,
-            max_msgs=max(1, limit),
+            max_msgs=limit or -1,
             max_age=age,
-            duplicate_window=min(age, 120.0),
+            duplicate_window=min(age, 120.0) if age else 120.0,
             storage=api.StorageType.FILE,
             num_replicas=replicas,
             allow_direct=True,
@@ -992,6 +998,72 @@ class NatsBroker:
 
     # -- sessions ------------------------------------------------------------------------
 
+    # -- Durable Streams -------------------------------------------------------------------
+
+    async def _ds(self) -> KeyValue:
+        self._require_ready()
+        if self._ds_kv is None:
+            async with self._ds_lock:
+                if self._ds_kv is None:
+                    self._ds_kv = await self._retry(lambda: self._ensure_kv(self.ds_bucket, 0), "creating the DS bucket")
+        return self._ds_kv
+
+    async def ds_create(self, stream: str, meta: bytes) -> bool:
+        kv = await self._ds()
+        jsname = self._jsname(stream)
+        await self._retry(lambda: self._ensure_stream(stream, jsname), f"creating {stream[:64]!r}")
+        snap = self._snapshots.get(stream)
+        if snap is not None and not snap.exists:
+            self._reset_snapshot(snap)
+
+        async def create() -> bool:
+            try:
+                await kv.create(_session_key(stream), meta)
+            except KeyWrongLastSequenceError:
+                return False
+            return True
+
+        return await self._retry(create, f"creating {stream[:64]!r}")
+
+    async def ds_load(self, stream: str) -> bytes | None:
+        kv = await self._ds()
+
+        async def get() -> bytes | None:
+            try:
+                entry = await kv.get(_session_key(stream))
+            except KeyNotFoundError:
+                return None
+            return entry.value
+
+        return await self._retry(get, f"reading {stream[:64]!r}")
+
+    async def ds_store(self, stream: str, meta: bytes) -> None:
+        kv = await self._ds()
+        await self._retry(lambda: kv.put(_session_key(stream), meta), f"storing {stream[:64]!r}")
+
+    async def ds_delete(self, stream: str) -> None:
+        kv = await self._ds()
+        js = self._require_ready()
+        jsname = self._jsname(stream)
+
+        async def purge() -> None:
+            try:
+                await js.purge_stream(jsname)
+            except NotFoundError:
+                pass
+
+        await self._retry(lambda: kv.purge(_session_key(stream)), f"deleting {stream[:64]!r}")
+        await self._retry(purge, f"deleting {stream[:64]!r}")
+        snap = self._snapshots.get(stream)
+        if snap is not None:
+            self._reset_snapshot(snap)
+
+    async def tail(self, stream: str) -> int | None:
+        snap = await self._local(stream)
+        if snap is None:
+            return None
+        return snap.mem.offset
+
     def _require_sessions(self) -> KeyValue | None:
         self._require_ready()
         return self._sessions
@@ -1089,7 +1161,7 @@ def _log_init_failure(task: asyncio.Task[None]) -> None:
 
 
 if TYPE_CHECKING:
-    _: type[Broker] = NatsBroker
+    _: type[DurableBroker] = NatsBroker
 
 
 def from_config(config: Config) -> NatsBroker:

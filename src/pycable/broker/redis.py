@@ -16,6 +16,8 @@ key                    type         contents
 ``$ac:live``           sorted set   stream -> deadline (10 x ttl after its last message)
 ``$ac:meta``           hash         ``floor`` (new streams start above it), ``hw`` (highest
                                     offset ever assigned)
+``$ac:ds:<stream>``    string       Durable Streams metadata of the stream (no TTL; deleted
+                                    with the stream or when it expires)
 =====================  ===========  ==========================================================
 
 The first five are AnyCable Pro's layout (a Pro node reading the same Redis understands
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
-from pycable.broker.base import Broker, HistoryPolicy
+from pycable.broker.base import DurableBroker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
 from pycable.protocol.broadcast import StreamMessage
 
@@ -82,6 +84,16 @@ def load_script(name: str) -> str:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+#: An unbounded history (limit 0, ttl 0 in the policy) in Redis terms: no trimming to speak
+#: of, and a TTL of ten years.
+UNBOUNDED_LIMIT = 1 << 62
+UNBOUNDED_TTL = 10 * 365 * 86400.0
+
+
+def _limit_ttl(limit: int, ttl: float) -> tuple[int, float]:
+    return limit or UNBOUNDED_LIMIT, ttl or UNBOUNDED_TTL
 
 
 class RedisBroker:
@@ -125,6 +137,7 @@ class RedisBroker:
         self._history: AsyncScript = client.register_script(load_script("history"))
         self._since: AsyncScript = client.register_script(load_script("since"))
         self._refresh: AsyncScript = client.register_script(load_script("refresh"))
+        self._ds: AsyncScript = client.register_script(load_script("ds"))
         self._task: asyncio.Task[None] | None = None
         self._healthy = True
 
@@ -221,14 +234,14 @@ class RedisBroker:
         """
         if msg.transient:
             return msg
-        limit, ttl = self.policy.for_stream(msg.stream)
+        limit, ttl = _limit_ttl(*self.policy.for_stream(msg.stream))
         data_key, spos_key, ts_key = self._keys(msg.stream)
         offset, epoch, ts = await self._call(
             self._add,
             [self._epoch_key, data_key, spos_key, ts_key, self._live_key, self._meta_key],
             [
                 msg.data,
-                max(1, limit),
+                limit,
                 _ms(ttl),
                 secrets.token_hex(4),
                 self._epoch_ttl_ms,
@@ -257,7 +270,7 @@ class RedisBroker:
         """
         if offset < 0:
             raise HistoryError(f"offset {offset} is negative")
-        _, ttl = self.policy.for_stream(stream)
+        _, ttl = _limit_ttl(*self.policy.for_stream(stream))
         data_key, spos_key, _ = self._keys(stream)
         reply = await self._call(self._history, [self._epoch_key, data_key, spos_key], [epoch, offset, _ms(ttl)])
         code = int(reply[0])
@@ -276,7 +289,7 @@ class RedisBroker:
         Raises:
             BrokerError: Redis failed.
         """
-        _, ttl = self.policy.for_stream(stream)
+        _, ttl = _limit_ttl(*self.policy.for_stream(stream))
         data_key, _, ts_key = self._keys(stream)
         since_ms = max(0, math.ceil(round(since * 1000, 3)))
         epoch, entries = await self._call(self._since, [self._epoch_key, data_key, ts_key], [since_ms, _ms(ttl)])
@@ -297,6 +310,28 @@ class RedisBroker:
             )
             for i in range(0, len(flat), 4)
         ]
+
+    # -- Durable Streams (broker/lua/ds.lua) -------------------------------------------------
+
+    def _ds_keys(self, stream: str) -> list[str]:
+        return [f"{self.prefix}$ac:ds:{stream}", *self._keys(stream), self._live_key, self._meta_key]
+
+    async def ds_create(self, stream: str, meta: bytes) -> bool:
+        return bool(await self._call(self._ds, self._ds_keys(stream), ["create", meta, stream]))
+
+    async def ds_load(self, stream: str) -> bytes | None:
+        found: bytes | None = await self._run(self.client.get(f"{self.prefix}$ac:ds:{stream}"))
+        return found
+
+    async def ds_store(self, stream: str, meta: bytes) -> None:
+        await self._run(self.client.set(f"{self.prefix}$ac:ds:{stream}", meta))
+
+    async def ds_delete(self, stream: str) -> None:
+        await self._call(self._ds, self._ds_keys(stream), ["delete", b"", stream])
+
+    async def tail(self, stream: str) -> int | None:
+        last = await self._call(self._ds, self._ds_keys(stream), ["tail", b"", stream])
+        return None if last is None else int(last)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -321,7 +356,7 @@ class RedisBroker:
 
 
 if TYPE_CHECKING:
-    _: type[Broker] = RedisBroker
+    _: type[DurableBroker] = RedisBroker
 
 
 def from_config(config: Config) -> RedisBroker:

@@ -291,7 +291,9 @@ class DurableStreams:
             await self.broker.ds_delete(stream)
             self.waiters.wake(stream)
             return None
-        if await self.broker.tail(stream) is None:
+        # A stream with history but no metadata (broadcasts by the application) reads as an
+        # open JSON stream while it holds messages.
+        if await self.broker.tail(stream) is None or not await self.broker.history_since(stream, 0):
             return None
         return p.StreamMeta(JSON, now, now)
 
