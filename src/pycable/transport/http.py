@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,6 +60,7 @@ from pycable.node.node import new_sid
 from pycable.node.session import Session
 from pycable.protocol import constants as c
 from pycable.rpc.base import Env
+from pycable.transport._sockets import reset
 from pycable.transport.ws import WebSocketConnection, WSOptions
 
 if TYPE_CHECKING:
@@ -92,8 +91,6 @@ HEAD_TIMEOUT = 30.0
 STREAM_CLOSE_TIMEOUT = 2.0
 #: The transport's high-water mark for a ``backpressure`` stream (``drain`` waits under it).
 DRAIN_HIGH = 64 << 10
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 _REASONS = {
     100: "Continue",
@@ -292,13 +289,7 @@ class StreamWriter:
         """Reset the connection now (SO_LINGER 0: the kernel drops what the peer never read)."""
         self._abort_timer = None
         self.closed.set()
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        self.transport.abort()
+        reset(self.transport)
 
     def slow(self) -> None:
         """The client reads too slowly: last words (``on_slow``), then close."""
