@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
 RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
+DS_STAMP := tests/ds/node_modules/.installed
 # gRPC code generated from the RPC proto (not committed: it must match the installed
 # grpcio/protobuf versions). `make proto` rebuilds it.
 PROTO := src/pycable/rpc/anycable.proto
 PB    := src/pycable/rpc/_pb/anycable_pb2.py
 
-.PHONY: install proto serve test test-py test-js lint bench clean
+.PHONY: install proto serve test test-py test-js lint bench conformance clean
 
 install: $(STAMP) $(PB)
 
@@ -35,11 +36,20 @@ $(RPC_APP_STAMP): tests/rpc_app/package.json
 	cd tests/rpc_app && npm install --no-audit --no-fund --loglevel=error
 	touch $(RPC_APP_STAMP)
 
+$(DS_STAMP): tests/ds/package.json
+	cd tests/ds && npm install --no-audit --no-fund --loglevel=error
+	touch $(DS_STAMP)
+
 serve: install
 	$(BIN)/pycable --presets=broker --public
 
-test: install $(NODE_STAMP) $(RPC_APP_STAMP)
+# The whole suite, including the Durable Streams conformance suite (tests/ds/test_conformance.py).
+test: install $(NODE_STAMP) $(RPC_APP_STAMP) $(DS_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The official Durable Streams conformance suite alone, with its pass count per group.
+conformance: install $(DS_STAMP)
+	$(BIN)/python tests/ds/conformance.py
 
 lint: install
 	$(BIN)/ruff check src tests
@@ -49,4 +59,4 @@ bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb
+	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules tests/ds/node_modules src/pycable/rpc/_pb

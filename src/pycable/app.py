@@ -131,6 +131,14 @@ class App:
             else:
                 routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
+        self.ds = None
+        if config.ds:  # Durable Streams at --ds_path (docs/durable_streams.md)
+            from pycable.ds.service import from_config as ds_from_config
+            from pycable.transport.ds import ds_route
+
+            self.ds = ds_from_config(config, self.node)
+            prefix, handler, check, max_body = ds_route(self.ds, config.ds_path)
+            main.routes.add(prefix, handler, prefix=True, check=check, max_body=max_body)
         self.server = Server(self.state, config.host, config.port, main, extra)
 
     @staticmethod
@@ -177,6 +185,9 @@ class App:
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
+        if self.ds is not None:
+            log.info("Handle Durable Streams requests at http://%s:%d%s/<stream>", cfg.host, self.server.port,
+                     cfg.ds_path.rstrip("/"))
 
     async def shutdown(self) -> None:
         log.info(

@@ -83,11 +83,10 @@ class MemoryBroker:
 
     def describe(self) -> str:
         rules = f", stream rules: {len(self.policy.rules)}" if self.policy.rules else ""
-        if self.max_bytes:
-            rules += f", max bytes: {self.max_bytes}"
         return (
             f"Using in-memory broker (epoch: {self._epoch}, history limit: {self.policy.limit}, "
             f"history ttl: {self.policy.ttl:g}s, sessions ttl: {self.sessions_ttl:g}s{rules})"
+            + (f" capped at {self.max_bytes} bytes of history" if self.max_bytes else "")
         )
 
     # -- history -------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class DSOptions:
     write_key: str = ""
     public: bool = False
     #: Largest accepted append or initial PUT body (413 beyond).
-    max_append: int = 8 << 20
+    max_append: int = 16 << 20
     allowed_origins: tuple[str, ...] = ()
 
 
