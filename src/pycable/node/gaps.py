@@ -51,7 +51,7 @@ class GapFiller:
     def push(self, msg: StreamMessage) -> None:
         """A message from pub/sub."""
         stream = msg.stream
-        if stream not in self.hub.streams:
+        if stream not in self.hub.streams and stream not in self.hub.watchers:
             # Not listening (any more): keep no baseline that a later subscription could trip on.
             return
         ready = self.order.push(stream, msg)

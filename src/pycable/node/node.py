@@ -486,7 +486,7 @@ class Node:
                         del self._subscribing[stream]
                         done.set_result(None)
             else:
-                if self.gaps is not None and stream not in self.hub.streams:
+                if self.gaps is not None and stream not in self.hub.streams and stream not in self.hub.watchers:
                     self.gaps.forget(stream)
                 await self.broker.unsubscribe(stream)
                 if stream not in self.hub.streams and stream not in self.hub.watchers:
@@ -505,6 +505,8 @@ class Node:
     async def unwatch(self, stream: str) -> None:
         self.hub.unwatch(stream)
         if stream not in self.hub.streams:
+            if self.gaps is not None:
+                self.gaps.forget(stream)
             await self.pubsub.unsubscribe(stream)
 
     async def _apply(self, session: Session, sub: Subscription, result: CommandResult, hold: bool) -> bool:
