@@ -136,6 +136,19 @@ class TestLive:
         assert ds.waiters.counts == {}
 
 
+    async def test_an_sse_response_never_started_holds_nothing(self, env):
+        ds, node, _, _ = env
+        await call(ds, "PUT", "all/idle", content_type="text/plain")
+        resp = await call(ds, "GET", "all/idle", query=[("offset", "now"), ("live", "sse")])
+        assert resp.status == 200 and resp.events is not None
+        assert ds.waiters.counts == {} and node.hub.watchers == {}
+        events = resp.events.__aiter__()
+        first = await anext(events)
+        assert b'"upToDate":true' in first and ds.waiters.counts == {"all/idle": 1}
+        await events.aclose()  # the client went away
+        assert ds.waiters.counts == {} and node.hub.watchers == {}
+
+
 class TestBadInput:
     async def test_offsets(self, env):
         ds, node, broker, _ = env

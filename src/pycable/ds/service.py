@@ -478,19 +478,23 @@ class DurableStreams:
         binary = not p.is_text(meta.content_type)
         if binary:
             headers.append(("stream-sse-data-encoding", "base64"))
-        await self.waiters.enter(req.stream)
-        return DSResponse(200, headers, events=self._sse_events(req, meta, start, cursor, binary, found))
+        return DSResponse(200, headers, events=self._sse_events(req, meta, start, cursor, binary))
 
     async def _sse_events(self, req: DSRequest, meta: p.StreamMeta, start: p.Offset | str, cursor: str | None,
-                          binary: bool, first: tuple[list[StreamMessage], int]) -> AsyncIterator[bytes]:
+                          binary: bool) -> AsyncIterator[bytes]:
+        """The SSE body. It registers as a waiter when the transport starts it (a response
+        never started holds nothing), then reads the history: nothing is missed in between."""
         import base64
 
         stream = req.stream
         deadline = self.clock() + self.options.sse_ttl
-        found: tuple[list[StreamMessage], int] | DSResponse = first
+        await self.waiters.enter(stream)
         try:
+            # The wake-up event is taken before each history read: a message registered after
+            # the read sets it.
+            event = self.waiters.current(stream)
+            found = await self._history(stream, start)
             while True:
-                event = self.waiters.current(stream)
                 if isinstance(found, DSResponse):
                     return  # the history moved past us (a new epoch): the client reconnects
                 msgs, tail = found
@@ -525,6 +529,7 @@ class DurableStreams:
                         pass
                     if self.node.shutting_down:
                         return
+                event = self.waiters.current(stream)
                 found = await self._history(stream, start)
         finally:
             await self.waiters.leave(stream)
