@@ -47,6 +47,7 @@ lint: install
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/workers.py
 
 # The peer benchmark: its servers' packages (the `bench` extra) are installed here only.
 bench-peers: install

@@ -87,6 +87,7 @@ class Peer:
     cwd: Path = ROOT
     cheap: bool = False  # in --quick
     redis: bool = False  # needs Redis
+    cpus: str = ""  # taskset CPU list (default: SERVER_CPU)
 
 
 def _channels(server: str, layer: str) -> Peer:
@@ -145,6 +146,41 @@ SERVERS: dict[str, Peer] = {
 }
 
 
+def tree_pids(pid: int) -> list[int]:
+    """*pid* and all its descendants (a supervisor's workers, an embedded NATS...)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_sum(pid: int, read: Any) -> Any:
+    """``read(p)`` summed over a process and its descendants (those that vanished count 0)."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            total += read(p)
+        except (OSError, RuntimeError):
+            pass
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime of a process and its descendants, seconds."""
+    return float(tree_sum(pid, proc_cpu_s))
+
+
+def tree_rss_kb(pid: int) -> int:
+    return int(tree_sum(pid, rss_kb))
+
+
 def available(name: str) -> str | None:
     """Why a server cannot run here, or None."""
     missing = [m for m in SERVERS[name].modules if importlib.util.find_spec(m) is None]
@@ -167,8 +203,8 @@ class Run:
         self.bport = self.port if self.peer.same_port else free_port()
         while self.bport == self.port and not self.peer.same_port:
             self.bport = free_port()
-        cmd = [a.format(port=self.port, bport=self.bport) for a in self.peer.cmd]
-        self.cmd = ["taskset", "-c", SERVER_CPU, *cmd]
+        cmd = [a.format(port=self.port, bport=self.bport, nport=free_port()) for a in self.peer.cmd]
+        self.cmd = ["taskset", "-c", self.peer.cpus or SERVER_CPU, *cmd]
         self.log_path = RESULTS / f"{tag}-{name}-{n}.log"
         self.res: dict[str, Any] = {"server": name, "label": self.peer.label, "n": n, "cmd": " ".join(cmd)}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -198,7 +234,7 @@ class Run:
         if self.bport != self.port:
             wait_port(self.bport, self.proc, timeout=60)
         time.sleep(self.args.settle)
-        self.res["rss_start_kb"] = rss_kb(self.pid)
+        self.res["rss_start_kb"] = tree_rss_kb(self.pid)
 
     def connect(self) -> None:
         n, res = self.n, self.res
@@ -209,7 +245,7 @@ class Run:
         if int(ready[1]) != warm:
             raise Broke(f"connect: only {ready[1]} of {warm} warm-up clients subscribed{self.alive()}")
         time.sleep(self.args.settle)
-        res["rss_warm_kb"] = rss_kb(self.pid)
+        res["rss_warm_kb"] = tree_rss_kb(self.pid)
         t0 = time.monotonic()
         lg.send(f"CONNECT {n}")
         ready = lg.expect("READY", 60 + n / 10)[-1].split()
@@ -221,7 +257,7 @@ class Run:
                 f"{ready[3]} failed attempts{self.alive()}"
             )
         time.sleep(self.args.settle * 2)
-        res["rss_idle_kb"] = rss_kb(self.pid)
+        res["rss_idle_kb"] = tree_rss_kb(self.pid)
         res["rss_per_conn_kb"] = round((res["rss_idle_kb"] - res["rss_warm_kb"]) / (n - warm), 2)
 
     def fan(self, k: int, timeout_s: float, record: bool) -> list[float]:
@@ -248,10 +284,10 @@ class Run:
 
     def tput(self, k: int, window: int, timeout_s: float) -> dict[str, Any]:
         assert self.lg is not None
-        c0 = proc_cpu_s(self.pid)
+        c0 = tree_cpu_s(self.pid)
         self.lg.send(f"TPUT {k} {window} {int(timeout_s * 1000)}")
         f = self.lg.expect("TPUT", timeout_s + 60)[-1].split()
-        cpu = proc_cpu_s(self.pid) - c0
+        cpu = tree_cpu_s(self.pid) - c0
         delivered, expected, span = int(f[2]), int(f[3]), (int(f[5]) - int(f[4])) / 1e9
         out = {
             "broadcasts": k,
@@ -263,6 +299,9 @@ class Run:
             "span_s": round(span, 3),
             "msgs_per_s": round(delivered / span) if span > 0 else 0,
             "server_cpu_us_per_msg": round(cpu / delivered * 1e6, 2) if delivered else None,
+            "server_cpu_s": round(cpu, 3),
+            "loadgen_cpu_s": round((int(f[6]) + int(f[7])) / 1e9, 3),
+            "wall_s": round(int(f[8]) / 1e9, 3),
         }
         # With one broadcast in flight every client must get them in trigger order. With 8 in flight
         # they are triggered on 8 HTTP connections at once, so the server may take them in any
@@ -312,7 +351,7 @@ class Run:
             rate = max(rate, t["msgs_per_s"])
         st = self.stat()
         self.res["loadgen_stat"] = st
-        self.res["rss_after_kb"] = rss_kb(self.pid)
+        self.res["rss_after_kb"] = tree_rss_kb(self.pid)
         self.res["complete"] = st["ready"] == n and st["closes"] == 0 and st["dup"] == 0
         if not self.res["complete"]:
             raise Broke(f"completeness: {st}")
