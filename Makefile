@@ -11,7 +11,7 @@ DS_STAMP := tests/ds/node_modules/.installed
 PROTO := src/pycable/rpc/anycable.proto
 PB    := src/pycable/rpc/_pb/anycable_pb2.py
 
-.PHONY: install proto serve test test-py test-js lint bench conformance clean
+.PHONY: install proto serve test test-py test-js lint bench bench-peers conformance clean
 
 install: $(STAMP) $(PB)
 
@@ -57,6 +57,12 @@ lint: install
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/workers.py
+
+# The peer benchmark: its servers' packages (the `bench` extra) are installed here only.
+bench-peers: install
+	$(BIN)/pip install --quiet -e '.[uvloop,redis,nats,grpc,dev,bench]'
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules tests/ds/node_modules src/pycable/rpc/_pb

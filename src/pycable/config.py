@@ -54,6 +54,8 @@ class Config:
     )
     max_conn: int = option(0, "Maximum concurrent WebSocket connections (0: unlimited)", "server", flag="max-conn")
     shutdown_timeout: float = option(30.0, "Graceful shutdown timeout (seconds)", "server")
+    workers: str = option("1", "Worker processes sharing the ports (SO_REUSEPORT) and a broker: a number, or "
+                               "auto (the CPU count); see docs/workers.md", "server")
     presets: list[str] = option([], "Configuration presets: broker, none", "server", kind="list")
     config_path: str = option("", "TOML configuration file (default: ./anycable.toml if present)", "server",
                               flag="config-path")
@@ -249,6 +251,9 @@ class Config:
                 raise ConfigError("--ds_path must be an absolute path other than /")
             if self.ds_poll_interval <= 0 or self.ds_sse_ttl <= 0:
                 raise ConfigError("--ds_poll_interval and --ds_sse_ttl must be positive")
+        from pycable.supervisor import parse_workers
+
+        parse_workers(self.workers, cpus=1)
         from pycable import registry
 
         for adapter in self.broadcast_adapter:
