@@ -239,7 +239,7 @@ class TestLegacyRedis:
             await raw.publish(channel, b'{"stream":"s","data":"1"}')
             await raw.publish(channel, b'{"command":"disconnect","payload":{"identifier":"u"}}')
             await h.until(lambda: len(h.fanout) == 2)
-            assert h.fanout == [StreamMessage("s", "1"), RemoteCommand("disconnect", "u", True)]
+            assert h.fanout == [[StreamMessage("s", "1")], [RemoteCommand("disconnect", "u", True)]]
             assert h.got == [] and b.stats["malformed"] == 1
         finally:
             await raw.aclose()
