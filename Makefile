@@ -54,6 +54,7 @@ conformance: install $(DS_STAMP)
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
