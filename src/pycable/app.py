@@ -140,7 +140,7 @@ class App:
             from pycable.transport.ds import ds_route
 
             self.ds = ds_from_config(config, self.node)
-            prefix, handler, check, max_body = ds_route(self.ds, config.ds_path)
+            prefix, handler, check, max_body = ds_route(self.ds, config.ds_path, tuple(config.allowed_origins))
             main.routes.add(prefix, handler, prefix=True, check=check, max_body=max_body)
         self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
 

@@ -53,7 +53,8 @@ JSON = "application/json"
 OCTET = "application/octet-stream"
 
 _SECURITY = [("x-content-type-options", "nosniff"), ("cross-origin-resource-policy", "cross-origin")]
-_EXPOSE = ("Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, Stream-Expires-At, "
+#: CORS: the headers a browser client may read (the transport adds the CORS headers).
+EXPOSE = ("Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, Stream-Expires-At, "
            "Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, ETag, Content-Type, "
            "Location, Stream-SSE-Data-Encoding")
 _ALLOW = ("Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, Stream-Expires-At, Stream-Closed, "
@@ -107,7 +108,6 @@ class DSOptions:
     public: bool = False
     #: Largest accepted append or initial PUT body (413 beyond).
     max_append: int = 16 << 20
-    allowed_origins: tuple[str, ...] = ()
 
 
 def _error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> DSResponse:
@@ -190,21 +190,7 @@ class DurableStreams:
             log.warning("durable streams: authentication failed: %s", exc)
             resp = _error(503, "authentication is unavailable")
         resp.headers.extend(_SECURITY)
-        resp.headers.extend(self._cors(req))
         return resp
-
-    def _cors(self, req: DSRequest) -> list[tuple[str, str]]:
-        origin = req.headers.get("origin")
-        allowed = self.options.allowed_origins
-        if allowed:
-            from pycable.transport.http import origin_allowed
-
-            if not origin or not origin_allowed(origin, allowed):
-                return []
-            value = origin
-        else:
-            value = "*"
-        return [("access-control-allow-origin", value), ("access-control-expose-headers", _EXPOSE)]
 
     async def _dispatch(self, req: DSRequest) -> DSResponse:
         method = req.method.upper()
@@ -711,6 +697,5 @@ def from_config(config: Config, node: Node) -> DurableStreams:
         skip_auth=config.ds_skip_auth,
         write_key=config.effective_broadcast_key,
         public=config.public,
-        allowed_origins=tuple(config.allowed_origins),
     )
     return DurableStreams(node, cast("DurableBroker", broker), options)

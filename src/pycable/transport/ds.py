@@ -13,17 +13,40 @@ import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
-from pycable.ds.service import DSRequest, DurableStreams
-from pycable.transport.http import Handler, HeadCheck, Request, Response, StreamResponse, StreamWriter
+from pycable.ds.service import EXPOSE, DSRequest, DurableStreams
+from pycable.transport.http import (
+    Handler,
+    HeadCheck,
+    Request,
+    Response,
+    StreamResponse,
+    StreamWriter,
+    origin_allowed,
+)
 
 __all__ = ["ds_route"]
 
 _WRITES = ("PUT", "POST", "DELETE")
 
 
-def ds_route(service: DurableStreams, path: str) -> tuple[str, Handler, HeadCheck, int]:
-    """``(prefix, handler, head check, max body)`` for ``Router.add(prefix, handler, prefix=True, …)``."""
+def ds_route(
+    service: DurableStreams, path: str, allowed_origins: tuple[str, ...] = ()
+) -> tuple[str, Handler, HeadCheck, int]:
+    """``(prefix, handler, head check, max body)`` for ``Router.add(prefix, handler, prefix=True, …)``.
+
+    CORS: any origin when ``--allowed_origins`` is empty, else the allowed ones (echoed).
+    """
     prefix = path.rstrip("/") + "/"
+
+    def cors(req: Request) -> list[tuple[str, str]]:
+        origin = req.headers.get("origin")
+        if not allowed_origins:
+            value = "*"
+        elif origin and origin_allowed(origin, allowed_origins):
+            value = origin
+        else:
+            return []
+        return [("access-control-allow-origin", value), ("access-control-expose-headers", EXPOSE)]
 
     def check(req: Request) -> Response | None:
         """Refuse an unauthorized write before its body is read."""
@@ -40,6 +63,7 @@ def ds_route(service: DurableStreams, path: str) -> tuple[str, Handler, HeadChec
         url = f"{scheme}://{host}{req.path}"
         ds_req = DSRequest(req.method, name, req.query, req.headers, req.body, url=url, remote_addr=req.remote)
         resp = await service.handle(ds_req)
+        resp.headers.extend(cors(req))
         events = resp.events
         if events is None:
             return Response(resp.status, resp.body, resp.headers)
