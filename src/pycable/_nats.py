@@ -268,6 +268,8 @@ class NatsConnection:
         """Close the connection (idempotent); stops a background connect attempt."""
         self._closing = True
         task, self._task = self._task, None
+        if task is None and not self.connected.is_set():
+            return  # never started: nats-py's close() asserts that connect() was called
         if task is not None and not task.done():
             task.cancel()
             try:
