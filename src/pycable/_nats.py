@@ -165,6 +165,12 @@ class NatsConnection:
     def is_connected(self) -> bool:
         return self.nc.is_connected
 
+    def health(self) -> str:
+        """``""`` while connected; else why not (``/health``)."""
+        if self.nc.is_connected:
+            return ""
+        return f"{self.name}: NATS at {self.url} is not connected" + (f" ({self._last_error})" if self._last_error else "")
+
     def server_info(self) -> dict[str, Any]:
         """The INFO of the server we are connected to (``cluster``, ``connect_urls``, …).
 

@@ -114,7 +114,7 @@ class App:
         jwt_on = bool(config.jwt_secret or config.secret_or_empty)
         main = HttpOptions(
             ws_paths=frozenset(config.path),
-            routes=Router().add(config.health_path, _health),
+            routes=Router().add(config.health_path, self._health),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
@@ -130,11 +130,24 @@ class App:
             if bport == config.port:
                 main.routes.add(config.http_broadcast_path, route)
             else:
-                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
+                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, self._health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
         self.server = Server(self.state, config.host, config.port, main, extra)
         #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
         self._begun: set[object] = set()
+
+    def health(self) -> list[str]:
+        """Why the server is not ready: one line per configured broker, pub/sub or broadcaster
+        that is down (empty: ready)."""
+        components: list[Broker | Subscriber | Broadcaster] = [self.broker, self.pubsub, *self.broadcasters]
+        return [problem for component in components if (problem := component.health())]
+
+    async def _health(self, req: Request) -> Response:
+        """``/health``: 200 when ready, 503 with the reasons while a dependency is down."""
+        problems = self.health()
+        if not problems:
+            return Response(200, HEALTH_BODY)
+        return Response(503, ("Not ready: " + "; ".join(problems)).encode())
 
     @staticmethod
     def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:
@@ -186,6 +199,8 @@ class App:
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
+        for problem in self.health():
+            log.warning("not ready: %s (%s answers 503 until it is)", problem, cfg.health_path)
 
     async def shutdown(self) -> None:
         """Stop what :meth:`start` began, in reverse order (after a failed start: what did start)."""
@@ -215,10 +230,6 @@ class App:
 def _context(name: str) -> logging.Logger:
     """The logger whose lines say ``context=<name>`` (spec §8.3: pubsub, broadcast, …)."""
     return logging.getLogger(f"pycable.{name}")
-
-
-async def _health(req: Request) -> Response:
-    return Response(200, HEALTH_BODY)
 
 
 async def serve(config: Config) -> int:
