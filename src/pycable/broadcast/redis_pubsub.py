@@ -55,9 +55,7 @@ class RedisPubSubBroadcaster:
         self.outage = Outage(log, f"Redis pub/sub broadcaster at {where}")
 
     def health(self) -> str:
-        if self.ready.is_set():
-            return ""
-        return self.outage.health() or f"Redis pub/sub broadcaster at {self.where} is connecting"
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     def describe(self) -> str:
         return f"Starting Redis pub/sub: {self.where} provider=redis channel={self.channel}"

@@ -123,9 +123,7 @@ class RedisStreamBroadcaster:
         self.outage = Outage(log, f"redisx: Redis at {where}")
 
     def health(self) -> str:
-        if self.ready.is_set():
-            return ""
-        return self.outage.health() or f"redisx broadcaster at {self.where} is not reading"
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     def describe(self) -> str:
         return (

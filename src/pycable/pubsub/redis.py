@@ -105,9 +105,7 @@ class RedisSubscriber(RelayingSubscriber):
         return f"Starting Redis pub/sub: {self.where}"
 
     def health(self) -> str:
-        if self._connected.is_set():
-            return ""
-        return self.outage.health() or f"Redis pub/sub at {self.where} is connecting"
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     # -- lifecycle -------------------------------------------------------------------------
 
