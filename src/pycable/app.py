@@ -22,6 +22,7 @@ from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
 from pycable.pubsub.base import Subscriber
+from pycable.supervisor import notify_ready, worker_id
 from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
@@ -135,7 +136,7 @@ class App:
             else:
                 routes = Router().add(config.http_broadcast_path, route).add(config.health_path, self._health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
-        self.server = Server(self.state, config.host, config.port, main, extra)
+        self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
         #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
         self._begun: set[object] = set()
 
@@ -263,6 +264,7 @@ async def serve(config: Config) -> int:
             else:
                 log.error("cannot start", exc_info=exc)
         else:
+            notify_ready()  # to the supervisor, when this is one of its workers
             await stopped
         stopped.cancel()
     finally:
@@ -274,7 +276,7 @@ async def serve(config: Config) -> int:
 
 def run(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, worker=worker_id())
     try:
         import uvloop
 
