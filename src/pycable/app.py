@@ -81,6 +81,8 @@ class App:
         self.broker: Broker = registry.build("broker", registry.BROKERS, config.broker or "none", config)
         self.pubsub: Subscriber = registry.build("pubsub", registry.PUBSUBS, config.pubsub or "none", config)
         self.controller = build_controller(config)
+        # Presence follows the broker: the same backend keeps both.
+        presence = registry.build("presence", registry.PRESENCES, config.broker or "none", config)
         self.node = Node(
             self.controller,
             self.broker,
@@ -91,6 +93,7 @@ class App:
                 disconnect_rate=config.disconnect_rate,
                 shutdown_timeout=config.shutdown_timeout,
             ),
+            presence=presence,
         )
         self.state = ServerState(self.node)
         bport = config.effective_broadcast_port
