@@ -92,9 +92,11 @@ def start_server(args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
 
 
 async def reply_of(ws: ClientConnection, want: str) -> dict[str, Any]:
+    """The next message of type *want*; for ``presence``, the next info or error reply (the
+    probe is subscribed, so join events arrive too)."""
     while True:
         msg = json.loads(await ws.recv())
-        if msg.get("type") == want:
+        if msg.get("type") == want and (want != "presence" or msg["message"].get("type") in ("info", "error")):
             return msg
 
 

@@ -152,6 +152,13 @@ class TestJoinLeave:
         await p.join("room", "s2", Member("1", '{"v":2}'))
         assert await p.info("room") == [Member("1", '{"v":2}')]
 
+    async def test_ids_and_info_round_trip_exactly(self, make_presence):
+        p = (await make_presence()).presence
+        odd = Member('ü "/\\ \u0001 🙂', '{"name":"Zoë \\"Z\\" 🙂","tags":[1,null,{}]}')
+        await p.join("room", "s1", odd)
+        await p.join("room", "s2", Member("plain"))
+        assert sorted(await p.info("room"), key=lambda m: m.id) == [Member("plain"), odd]
+
     async def test_streams_are_separate_and_unknown_is_empty(self, make_presence):
         p = (await make_presence()).presence
         await p.join("a", "s1", Member("1"))
@@ -167,6 +174,14 @@ class TestJoinLeave:
         records = await p.info("big")
         assert ids(records) == {str(i) for i in range(60)}
         assert {m.id: m.info for m in records}["7"] == '{"n":7}'
+
+
+    async def test_a_burst_of_joins_from_many_sessions_all_succeed(self, make_presence):
+        """More concurrent joins than a client pool has connections: they queue, none fails."""
+        p = (await make_presence(max_per_stream=1000)).presence
+        events = await asyncio.gather(*(p.join("crowd", f"s{i}", Member(str(i))) for i in range(300)))
+        assert sum(1 for e in events if e is not None) == 300
+        assert len(await p.info("crowd")) == 300
 
 
 class TestBounds:

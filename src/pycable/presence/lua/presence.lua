@@ -94,4 +94,14 @@ if cmd == 'expire' then
   return out
 end
 
+if cmd == 'info' then
+  -- ARGV: stream. Returns the records as one JSON text, [[id, info], ...]: one bulk reply
+  -- parses much faster in the client than 2 x N of them.
+  local flat = redis.call('HGETALL', p .. 'st:' .. ARGV[3] .. ':m')
+  if #flat == 0 then return '[]' end
+  local out = {}
+  for i = 1, #flat, 2 do out[#out + 1] = {flat[i], flat[i + 1]} end
+  return cjson.encode(out)
+end
+
 return redis.error_reply('unknown presence command ' .. tostring(cmd))
