@@ -215,3 +215,12 @@ def test_ds_without_a_broker_stops_start_up():
     with pytest.raises(ConfigError, match="--ds_path"):
         c.validate()
     load_config(cli("--ds", "--broker", "memory"), environ={}).validate()
+
+
+def test_presence_options():
+    c = load_config(cli("--presence_ttl", "2", "--presence_max_per_stream", "50"), environ={})
+    limits = c.presence_limits()
+    assert (limits.ttl, limits.max_per_stream, limits.max_per_session, limits.max_info_size) == (2, 50, 100, 4096)
+    c.presence_ttl = 0
+    with pytest.raises(ConfigError, match="presence_ttl"):
+        c.validate()

@@ -9,6 +9,7 @@
     ├── HistoryError         history cannot be served for a stream (reject_history)
     ├── BrokerError          the broker backend failed (HTTP 503, logged)
     │   └── BrokerFullError  the broker's memory cap is reached (Durable Streams: HTTP 507)
+    ├── PresenceError        a presence join/leave/info refused (bad data, ID mismatch, a cap)
     ├── RPCError             the application RPC failed
     └── ConfigError          bad configuration, reported at startup
 """
@@ -23,6 +24,7 @@ __all__ = [
     "HistoryError",
     "BrokerError",
     "BrokerFullError",
+    "PresenceError",
     "RPCError",
     "ConfigError",
 ]
@@ -54,6 +56,10 @@ class BrokerError(CableError):
 
 class BrokerFullError(BrokerError):
     """The broker's memory cap is reached: the message was not stored."""
+
+
+class PresenceError(CableError):
+    """A presence command is refused: bad data, an ID mismatch, or a cap reached."""
 
 
 class RPCError(CableError):
