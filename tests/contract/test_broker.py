@@ -253,3 +253,26 @@ class TestDurableStreams:
         h.expire()
         assert await b.ds_load("ds") == b"m"
         assert await b.tail("ds") == 1
+
+
+class TestForks:
+    """``ds_fork``: a copy of the source's messages up to an offset, offsets kept."""
+
+    async def test_fork_copies_with_offsets_and_continues_above(self, make_broker):
+        b = durable(await make_broker())
+        if not hasattr(b, "ds_fork"):
+            pytest.skip("this backend does not fork streams")
+        await b.ds_create("src", b"s")
+        out = await publish(b, "src", 4)
+        assert await b.ds_fork("src", "fork", out[1].offset, b"f") is True
+        assert await b.ds_fork("src", "fork", out[1].offset, b"again") is False
+        assert await b.ds_load("fork") == b"f"
+        assert await b.tail("fork") == out[1].offset
+        got = await b.history_since("fork", 0)
+        assert [(m.offset, m.data, m.stream) for m in got] == [(m.offset, m.data, "fork") for m in out[:2]]
+        own = await b.register(msg("fork", '"own"'))
+        assert own.offset == out[1].offset + 1
+        assert [m.data for m in await b.history_from("fork", b.epoch, out[0].offset)] == [out[1].data, '"own"']
+        assert [m.offset for m in await b.history_from("src", b.epoch, 0)] == [m.offset for m in out]  # untouched
+        assert await b.ds_fork("src", "empty", 0, b"e") is True
+        assert await b.history_since("empty", 0) == [] and await b.tail("empty") == 0

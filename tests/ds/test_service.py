@@ -178,7 +178,7 @@ class TestBadInput:
             (await call(ds, "POST", "nope", b"1", content_type="application/json"), 404),
             (await call(ds, "PUT", "all/w", content_type="text/plain"), 409),
             (await call(ds, "PUT", "x", stream_ttl="1", stream_expires_at="2030-01-01T00:00:00Z"), 400),
-            (await call(ds, "PUT", "x", stream_forked_from="/all/w"), 501),
+            (await call(ds, "PUT", "x", stream_forked_from="/all/none"), 404),
             (await call(ds, "POST", "all/w", b"1", content_type="application/json", authorization="Bearer no"), 401),
         ]
         assert [r.status for r, _ in checks] == [s for _, s in checks]
@@ -241,3 +241,58 @@ class TestAuth:
         assert denied.status == 403
         public = await self.make(env, public=True)
         assert (await public.handle(DSRequest("PUT", "s", [], {}, b""))).status == 201
+
+
+class TestForks:
+    async def test_fork_reads_source_then_its_own_appends(self, env):
+        ds, node, broker, _ = env
+        await call(ds, "PUT", "all/src", b"one", content_type="text/plain")
+        mid = (await call(ds, "POST", "all/src", b"two", content_type="text/plain")).header("stream-next-offset")
+        await call(ds, "POST", "all/src", b"three", content_type="text/plain")
+        made = await call(ds, "PUT", "all/fork", stream_forked_from="/all/src", stream_fork_offset=mid)
+        assert made.status == 201 and made.header("content-type") == "text/plain"  # inherited
+        assert made.header("stream-next-offset") == mid  # the same offset space up to the fork point
+        assert (await call(ds, "POST", "all/fork", b"-own", content_type="text/plain")).status == 204
+        assert (await call(ds, "GET", "all/fork")).body == b"onetwo-own"
+        assert (await call(ds, "GET", "all/fork", query=[("offset", mid)])).body == b"-own"
+        assert (await call(ds, "GET", "all/src")).body == b"onetwothree"
+        again = await call(ds, "PUT", "all/fork", stream_forked_from="/ds/all/src", stream_fork_offset=mid)
+        assert again.status == 200
+        sub = await call(ds, "PUT", "all/sub", stream_forked_from="all/src", stream_fork_offset=mid,
+                         stream_fork_sub_offset="3")
+        assert sub.status == 201 and (await call(ds, "GET", "all/sub")).body == b"onetwothr"
+
+    async def test_bad_forks(self, env):
+        ds, node, broker, _ = env
+        await call(ds, "PUT", "all/s", b"[1,2]", content_type="application/json")
+        checks = [
+            (await call(ds, "PUT", "f1", stream_forked_from="all/none"), 404),
+            (await call(ds, "PUT", "f2", stream_forked_from="all/s", content_type="text/plain"), 409),
+            (await call(ds, "PUT", "f3", stream_forked_from="all/s", stream_fork_offset=p.encode_offset(broker.epoch, 9)), 400),
+            (await call(ds, "PUT", "f4", stream_forked_from="all/s", stream_fork_offset="bad"), 400),
+            (await call(ds, "PUT", "f5", stream_fork_sub_offset="1"), 400),
+            (await call(ds, "PUT", "f6", stream_forked_from="all/s", stream_fork_sub_offset="1"), 400),
+            (await call(ds, "PUT", "f7", stream_forked_from="all/s", stream_fork_offset=p.encode_offset(broker.epoch, 0),
+                        stream_fork_sub_offset="3"), 400),
+            (await call(ds, "PUT", "f8", stream_forked_from="all/s", stream_fork_sub_offset="-1"), 400),
+        ]
+        assert [r.status for r, _ in checks] == [s for _, s in checks]
+        assert orjson.loads((await call(ds, "GET", "all/s")).body) == [1, 2]
+        assert (await broker.ds_load("all/s")) is not None and p.StreamMeta.loads(await broker.ds_load("all/s")).refs == 0
+
+    async def test_deleting_a_source_with_forks_soft_deletes_it(self, env):
+        ds, node, broker, _ = env
+        await call(ds, "PUT", "all/a", b"x", content_type="text/plain")
+        await call(ds, "PUT", "all/b", stream_forked_from="all/a")
+        await call(ds, "PUT", "all/c", stream_forked_from="all/b")
+        assert (await call(ds, "DELETE", "all/a")).status == 204
+        for method in ("GET", "HEAD", "POST", "DELETE"):
+            assert (await call(ds, method, "all/a", b"y", content_type="text/plain")).status == 410
+        assert (await call(ds, "PUT", "all/a", content_type="text/plain")).status == 409
+        assert (await call(ds, "PUT", "all/d", stream_forked_from="all/a")).status == 409
+        assert (await call(ds, "GET", "all/c")).body == b"x"  # forks read on
+        assert (await call(ds, "DELETE", "all/b")).status == 204  # soft too: c still forks it
+        assert (await call(ds, "DELETE", "all/c")).status == 204  # the last one: b and a go for good
+        for name in ("all/a", "all/b", "all/c"):
+            assert (await call(ds, "GET", name)).status == 404
+        assert (await call(ds, "PUT", "all/a", content_type="text/plain")).status == 201

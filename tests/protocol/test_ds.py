@@ -160,3 +160,10 @@ class TestSseAndCaching:
         a = p.etag("s", "-1", "T1", False)
         assert a.startswith('"') and a.endswith('"')
         assert len({a, p.etag("s", "-1", "T2", False), p.etag("s", "-1", "T1", True), p.etag("t", "-1", "T1", False)}) == 4
+
+
+def test_fork_sub_offset():
+    assert p.parse_sub_offset("0") == 0 and p.parse_sub_offset("17") == 17
+    for bad in ("", "-1", "01", "1.0", "x"):
+        with pytest.raises(ValueError):
+            p.parse_sub_offset(bad)

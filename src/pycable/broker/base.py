@@ -53,6 +53,9 @@ adds per-stream metadata kept beside the history:
   the same name continues above the old offsets (offsets never go back within an epoch).
 * :meth:`DurableBroker.tail` is a stream's last assigned offset, ``None`` for an unknown one
   (a deleted stream is unknown, or, on NATS, an empty stream at its last offset).
+* ``ds_fork(source, target, upto, meta)`` (optional: memory and Redis): create *target* with
+  *meta* as a copy of *source*'s messages up to offset *upto*, offsets kept, its tail *upto*;
+  False when *target* exists.
 * A limit or ttl of 0 in the policy means unbounded (``--stream_history 'ds/*=limit:0,ttl:0'``).
 * :class:`~pycable.exceptions.BrokerFullError` from :meth:`Broker.register`: the broker's
   memory cap is reached; nothing was stored.

@@ -7,6 +7,7 @@ import heapq
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pycable.broker._stream import MemStream
@@ -154,6 +155,26 @@ class MemoryBroker:
             return False
         self.ds[stream] = meta
         self._stream(stream)
+        return True
+
+    async def ds_fork(self, source: str, target: str, upto: int, meta: bytes) -> bool:
+        if target in self.ds:
+            return False
+        src = self.streams.get(source)
+        limit, ttl = self.policy.for_stream(target)
+        mem = MemStream(limit, ttl)
+        if src is not None:
+            for m in src.entries:
+                if m.offset <= upto:
+                    mem.entries.append(replace(m, stream=target))
+                    mem.size += len(m.data)
+        mem.offset = upto
+        old = self.streams.get(target)
+        if old is not None:
+            self.size -= old.size
+        self.streams[target] = mem
+        self.size += mem.size
+        self.ds[target] = meta
         return True
 
     async def ds_load(self, stream: str) -> bytes | None:

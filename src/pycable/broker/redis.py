@@ -318,6 +318,11 @@ class RedisBroker:
     async def ds_create(self, stream: str, meta: bytes) -> bool:
         return bool(await self._call(self._ds, self._ds_keys(stream), ["create", meta, stream]))
 
+    async def ds_fork(self, source: str, target: str, upto: int, meta: bytes) -> bool:
+        _, ttl = _limit_ttl(*self.policy.for_stream(target))
+        keys = [*self._ds_keys(target), self._keys(source)[0]]
+        return bool(await self._call(self._ds, keys, ["fork", meta, target, upto, _ms(ttl)]))
+
     async def ds_load(self, stream: str) -> bytes | None:
         found: bytes | None = await self._run(self.client.get(f"{self.prefix}$ac:ds:{stream}"))
         return found

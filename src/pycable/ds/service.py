@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, cast
 
 import orjson
 
+from pycable.ds import forks
 from pycable.exceptions import BrokerError, BrokerFullError, ConfigError, HistoryError, RPCError
 from pycable.protocol import constants as c
 from pycable.protocol import ds as p
@@ -108,6 +109,8 @@ class DSOptions:
     public: bool = False
     #: Largest accepted append or initial PUT body (413 beyond).
     max_append: int = 16 << 20
+    #: ``--ds_path``: ``Stream-Forked-From`` may name the source with it.
+    mount: str = "/ds"
 
 
 def _error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> DSResponse:
@@ -272,10 +275,15 @@ class DurableStreams:
         raw = await self.broker.ds_load(stream)
         if raw is not None:
             meta = p.StreamMeta.loads(raw)
-            if not meta.expired(now):
+            if meta.gone or not meta.expired(now):
+                return meta
+            self.waiters.wake(stream)
+            if meta.refs:  # forks still read it: soft-deleted
+                meta.gone = True
+                await self.broker.ds_store(stream, meta.dumps())
                 return meta
             await self.broker.ds_delete(stream)
-            self.waiters.wake(stream)
+            await forks.release(self, meta)
             return None
         # A stream with history but no metadata (broadcasts by the application) reads as an
         # open JSON stream while it holds messages.
@@ -301,8 +309,8 @@ class DurableStreams:
     async def _head(self, req: DSRequest) -> DSResponse:
         now = self.clock()
         meta = await self._meta(req.stream, now)
-        if meta is None:
-            return DSResponse(404, [("cache-control", "no-store")])
+        if meta is None or meta.gone:
+            return DSResponse(410 if meta else 404, [("cache-control", "no-store")])
         tail = self._token(await self._tail(req.stream))
         headers = [("content-type", meta.content_type), ("stream-next-offset", tail), ("cache-control", "no-store"),
                    ("etag", p.etag(req.stream, p.START, tail, meta.closed))]
@@ -357,8 +365,8 @@ class DurableStreams:
         start, live, cursor = parsed
         now = self.clock()
         meta = await self._meta(req.stream, now)
-        if meta is None:
-            return _error(404, "stream not found")
+        if meta is None or meta.gone:
+            return _gone() if meta else _error(404, "stream not found")
         await self._touch(req.stream, meta, now)
         if live == "sse":
             return await self._sse(req, meta, start, cursor)
@@ -524,10 +532,9 @@ class DurableStreams:
 
     async def _create(self, req: DSRequest) -> DSResponse:
         h = req.headers
-        if any(k in h for k in ("stream-forked-from", "stream-fork-offset", "stream-fork-sub-offset")):
-            return _error(501, "stream forks are not supported")
         raw_ct = h.get("content-type")
-        ct = raw_ct.strip() if raw_ct and p.valid_content_type(raw_ct) else OCTET
+        given_ct = raw_ct.strip() if raw_ct and p.valid_content_type(raw_ct) else None
+        ct = given_ct or OCTET
         ttl_raw, exp_raw = h.get("stream-ttl"), h.get("stream-expires-at")
         if ttl_raw is not None and exp_raw is not None:
             return _error(400, "give Stream-TTL or Stream-Expires-At, not both")
@@ -539,10 +546,14 @@ class DurableStreams:
         closed = p.is_closed_header(h.get("stream-closed"))
         if len(req.body) > self.options.max_append:
             return _error(413, f"the body is larger than {self.options.max_append} bytes")
+        if any(k in h for k in ("stream-forked-from", "stream-fork-offset", "stream-fork-sub-offset")):
+            return await forks.create_fork(self, req, given_ct, ttl, exp_raw, deadline, closed)
         now = self.clock()
         meta = await self._meta(req.stream, now)
+        if meta is not None and meta.gone:
+            return _error(409, "the stream was deleted but still has forks: the name cannot be reused yet")
         if meta is not None and await self.broker.ds_load(req.stream) is not None:
-            if not meta.same_config(ct, ttl, exp_raw, closed):
+            if meta.forked_from is not None or not meta.same_config(ct, ttl, exp_raw, closed):
                 return _error(409, "the stream exists with another configuration")
             return DSResponse(200, self._write_headers(meta, await self._tail(req.stream)))
         try:
@@ -596,8 +607,8 @@ class DurableStreams:
         close = p.is_closed_header(h.get("stream-closed"))
         now = self.clock()
         meta = await self._meta(req.stream, now)
-        if meta is None:
-            return _error(404, "stream not found")
+        if meta is None or meta.gone:
+            return _gone() if meta else _error(404, "stream not found")
         stored = await self.broker.ds_load(req.stream) is not None
         tail = await self._tail(req.stream)
         closed_headers = [("stream-closed", "true"), ("stream-next-offset", self._token(tail))]
@@ -658,11 +669,23 @@ class DurableStreams:
 
     async def _delete(self, req: DSRequest) -> DSResponse:
         meta = await self._meta(req.stream, self.clock())
-        if meta is None:
-            return _error(404, "stream not found")
-        await self.broker.ds_delete(req.stream)
+        if meta is None or meta.gone:
+            return _gone() if meta else _error(404, "stream not found")
         self.waiters.wake(req.stream)
+        if meta.refs:  # forks still read it: soft-deleted until the last one goes
+            meta.gone = True
+            await self.broker.ds_store(req.stream, meta.dumps())
+            return DSResponse(204)
+        await self.broker.ds_delete(req.stream)
+        await forks.release(self, meta)
         return DSResponse(204)
+
+
+_GONE_BODY = "the stream was deleted (its forks still read it)"
+
+
+def _gone() -> DSResponse:
+    return _error(410, _GONE_BODY)
 
 
 def _producer_headers(epoch: int, seq: int) -> list[tuple[str, str]]:
@@ -696,6 +719,7 @@ def from_config(config: Config, node: Node) -> DurableStreams:
         sse_ttl=config.ds_sse_ttl,
         skip_auth=config.ds_skip_auth,
         write_key=config.effective_broadcast_key,
+        mount=config.ds_path,
         public=config.public,
     )
     return DurableStreams(node, cast("DurableBroker", broker), options)

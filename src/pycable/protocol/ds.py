@@ -84,6 +84,11 @@ def encode_offset(epoch: str, offset: int) -> str:
     return f"{offset:016d}_{epoch}"
 
 
+def parse_sub_offset(raw: str) -> int:
+    """``Stream-Fork-Sub-Offset``: a non-negative decimal integer, as :func:`parse_ttl`."""
+    return _decimal(raw, "Stream-Fork-Sub-Offset")
+
+
 def parse_offset(raw: str) -> Offset | str:
     """``-1``/``now`` (returned as is) or a decoded token.
 
@@ -134,8 +139,12 @@ def parse_ttl(raw: str) -> int:
     Raises:
         ValueError: anything else.
     """
+    return _decimal(raw, "Stream-TTL")
+
+
+def _decimal(raw: str, header: str) -> int:
     if _TTL.fullmatch(raw) is None:
-        raise ValueError(f"invalid Stream-TTL {raw[:32]!r}: a non-negative integer of seconds")
+        raise ValueError(f"invalid {header} {raw[:32]!r}: a non-negative decimal integer")
     return int(raw)
 
 
@@ -261,6 +270,14 @@ class StreamMeta:
     closed_by: tuple[str, int, int] | None = None
     stream_seq: str | None = None
     producers: dict[str, ProducerState] = field(default_factory=dict)
+    #: A fork: its source stream, the ``Stream-Fork-Offset``/``-Sub-Offset`` it was created with.
+    forked_from: str | None = None
+    fork_offset: str | None = None
+    fork_sub: int = 0
+    #: Forks made from this stream and not deleted; ``gone``: deleted while forks remained
+    #: (410 to everyone, the data kept until the last fork goes).
+    refs: int = 0
+    gone: bool = False
 
     def expired(self, now: float) -> bool:
         if self.deadline is not None and now >= self.deadline:
@@ -287,6 +304,7 @@ class StreamMeta:
             "x": self.expires_at, "d": self.deadline, "cl": self.closed,
             "cb": list(self.closed_by) if self.closed_by else None, "ss": self.stream_seq,
             "p": {k: [v.epoch, v.seq, v.updated] for k, v in self.producers.items()},
+            "ff": self.forked_from, "fo": self.fork_offset, "fs": self.fork_sub, "r": self.refs, "g": self.gone,
         })
 
     @classmethod
@@ -297,6 +315,7 @@ class StreamMeta:
             d["ct"], d["c"], d["a"], d.get("ttl"), d.get("x"), d.get("d"), bool(d.get("cl")),
             (str(cb[0]), int(cb[1]), int(cb[2])) if cb else None, d.get("ss"),
             {k: ProducerState(int(v[0]), int(v[1]), float(v[2])) for k, v in (d.get("p") or {}).items()},
+            d.get("ff"), d.get("fo"), int(d.get("fs") or 0), int(d.get("r") or 0), bool(d.get("g")),
         )
 
 

@@ -5,6 +5,9 @@
 --         its counter, starting where add.lua would (above the floor and what it holds).
 -- delete: forget metadata and history; the last offset goes into the floor, so a stream
 --         created later under the name continues above it.
+-- fork:   (KEYS 7: the source stream; ARGV 4: the last offset to copy, 5: ttl ms) create the
+--         stream as a copy of the source's messages up to that offset, with their offsets
+--         (ids) kept; its counter is that offset. 0 when the stream exists.
 -- tail:   the last offset, or (a stream with metadata whose counter was forgotten) the
 --         floor the next message is numbered above; nil for an unknown stream.
 local op = ARGV[1]
@@ -28,6 +31,22 @@ if op == 'create' then
     end
     redis.call('SET', KEYS[3], fmt(pos))
   end
+  return 1
+elseif op == 'fork' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  redis.call('DEL', KEYS[2], KEYS[4])
+  local upto = tonumber(ARGV[4])
+  local entries = redis.call('XRANGE', KEYS[7], '-', fmt(upto) .. '-0')
+  for _, e in ipairs(entries) do
+    redis.call('XADD', KEYS[2], e[1], unpack(e[2]))
+  end
+  if #entries > 0 then
+    redis.call('XADD', KEYS[4], '*', 'pos', fmt(id_offset(entries[1][1])))
+    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+    redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[5]))
+  end
+  redis.call('SET', KEYS[3], fmt(upto))
+  redis.call('SET', KEYS[1], ARGV[2])
   return 1
 elseif op == 'delete' then
   local last = redis.call('GET', KEYS[3])
