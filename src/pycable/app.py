@@ -15,6 +15,7 @@ from pycable.broadcast.http import HttpBroadcaster
 from pycable.broker.base import Broker
 from pycable.config import Config
 from pycable.exceptions import ConfigError
+from pycable.identity import secrets
 from pycable.log import setup_logging
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
@@ -32,17 +33,19 @@ log = logging.getLogger("pycable.main")
 def build_controller(config: Config) -> LocalController:
     """The RPC-less chain in front of the application's RPC (when RPC is in use)."""
     rpc = registry.build("rpc", registry.CONTROLLERS, config.rpc_kind, config) if config.uses_rpc else None
-    secret = config.secret_or_empty
+    secret = config.secret
     return LocalController(
-        jwt_secret=config.jwt_secret or secret,
+        jwt_secret=secrets.jwt_secret(secret, config.jwt_secret),
         jwt_param=config.jwt_param,
         enforce_jwt=config.enforce_jwt,
         noauth=config.noauth or config.public,
-        streams_secret=config.streams_secret or secret,
+        streams_secret=secrets.streams_secret(secret, config.streams_secret),
         public_streams=config.public_streams or config.public,
         streams_whisper=config.streams_whisper,
         streams_presence=config.streams_presence,
-        turbo_secret=(config.turbo_streams_secret or config.streams_secret or secret) if config.turbo_streams else "",
+        turbo_secret=secrets.turbo_streams_secret(secret, config.streams_secret, config.turbo_streams_secret)
+        if config.turbo_streams
+        else "",
         rpc=rpc,
     )
 

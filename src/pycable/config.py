@@ -169,15 +169,9 @@ class Config:
 
     @property
     def effective_broadcast_key(self) -> str:
-        if self.public or self.broadcast_key == "none":
-            return ""
-        if self.broadcast_key:
-            return self.broadcast_key
-        if self.secret and self.secret != "none":
-            from pycable.identity.signed import derive_key
+        from pycable.identity import secrets
 
-            return derive_key(self.secret, "broadcast-cable")
-        return ""
+        return secrets.broadcast_key(self.secret, self.broadcast_key, public=self.public)
 
     @property
     def effective_broadcast_port(self) -> int:
@@ -187,7 +181,9 @@ class Config:
 
     @property
     def secret_or_empty(self) -> str:
-        return "" if self.secret == "none" else self.secret
+        from pycable.identity.secrets import application_secret
+
+        return application_secret(self.secret)
 
     def stream_rules(self) -> tuple[StreamRule, ...]:
         return parse_stream_rules(self.stream_history)
