@@ -70,7 +70,7 @@ test: install chromium $(NODE_STAMP) $(RPC_APP_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy
 
 bench: install $(NODE_STAMP)

@@ -58,7 +58,12 @@ class Demo:
             "ANYCABLE_BROADCAST_URL": f"http://127.0.0.1:{broadcast_port}/_broadcast",
             "CHAT_TEST_MODE": "1",
         }
-        for name in ("ANYCABLE_HTTP_RPC_SECRET", "ANYCABLE_BROADCAST_KEY", "ANYCABLE_BROADCAST_ADAPTER", "CHAT_CABLE_URL"):
+        for name in (
+            "ANYCABLE_HTTP_RPC_SECRET",
+            "ANYCABLE_BROADCAST_KEY",
+            "ANYCABLE_BROADCAST_ADAPTER",
+            "CHAT_CABLE_URL",
+        ):
             env.pop(name, None)
         argv = [sys.executable, "-m", "examples.chat.demo", "--app-port", str(self.app_port),
                 "--cable-port", str(self.cable_port)]  # fmt: skip
@@ -66,16 +71,18 @@ class Demo:
         self.output: list[str] = []
         self.url: str | None = None
         self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.output.append(line)
-            if line.startswith("Chat demo: open "):
-                self.url = line.split()[3]
-                self._ready.set()
+        with self.proc.stdout:
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self.output.append(line)
+                if line.startswith("Chat demo: open "):
+                    self.url = line.split()[3]
+                    self._ready.set()
         self._ready.set()
 
     def wait_ready(self) -> str:
@@ -92,7 +99,9 @@ class Demo:
         """Ctrl-C, as a user stops ``make demo``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(30)
+        code = self.proc.wait(30)
+        self._reader.join(10)  # the children exited too: their end of the pipe is closed
+        return code
 
 
 @pytest.fixture(scope="module")
