@@ -12,8 +12,9 @@ Configuration comes from the environment, the same names pycable reads:
 - ``ANYCABLE_BROADCAST_URL``: where ``speak`` broadcasts (read by the SDK).
 - ``CHAT_CABLE_URL``: the WebSocket URL the page connects to; default: this page's host name on
   port ``ANYCABLE_PORT`` (8080), path ``/cable``.
-- ``CHAT_TEST_MODE=1``: also serve ``GET /_test/rpc_calls``, the RPC calls this app received per
-  kind (the browser test checks that a network loss ends in a Restore, not a new Connect).
+- ``CHAT_TEST_MODE=1``: also serve ``GET /_test/rpc_calls``, how many Connect and Restore calls
+  this app answered (the browser test checks that a network loss ends in a Restore, not a new
+  Connect).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pycable.contrib.fastapi import lifespan, mount
 from pycable.sdk import Application, Channel, Connection, abroadcast
 
 HERE = Path(__file__).resolve().parent
@@ -79,15 +80,24 @@ def session_name(cookie: str | None) -> str | None:
 # --- the cable side -------------------------------------------------------------------------
 
 
+#: Connect and Restore calls this process answered (served at /_test/rpc_calls in test mode).
+rpc_calls: Counter[str] = Counter()
+
+
 class ChatConnection(Connection):
     """Identified by the user name in the signed session cookie; no valid cookie: unauthorized."""
 
     async def connect(self) -> None:
+        rpc_calls["connect"] += 1
         name = session_name(self.request.cookies.get(SESSION_COOKIE))
         if name is None:
             self.reject()
             return
         self.identified_by(user=name)
+
+    async def restored(self) -> None:
+        # pycable restored the session after a network loss (--rpc_restore): no connect() ran.
+        rpc_calls["restore"] += 1
 
 
 class ChatChannel(Channel):
@@ -114,19 +124,6 @@ class ChatChannel(Channel):
 
 
 cable = Application(connection=ChatConnection, channels=[ChatChannel])
-
-
-class CountingRpc:
-    """The SDK's RPC app, counting the calls it receives by kind (connect, command, restore…)."""
-
-    def __init__(self, rpc: ASGIApp) -> None:
-        self.rpc = rpc
-        self.calls: Counter[str] = Counter()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.calls[scope["path"].rstrip("/").rsplit("/", 1)[-1]] += 1
-        await self.rpc(scope, receive, send)
 
 
 # --- the web side ---------------------------------------------------------------------------
@@ -189,11 +186,8 @@ async def logout(request: Request) -> Response:
     return response
 
 
-rpc = CountingRpc(cable.asgi())
-
-
-async def rpc_calls(request: Request) -> Response:
-    return JSONResponse(dict(rpc.calls))
+async def rpc_calls_view(request: Request) -> Response:
+    return JSONResponse(dict(rpc_calls))
 
 
 def create_app() -> Starlette:
@@ -205,11 +199,12 @@ def create_app() -> Starlette:
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
-        Mount("/_anycable", rpc),
     ]
     if os.environ.get("CHAT_TEST_MODE") == "1":
-        routes.append(Route("/_test/rpc_calls", rpc_calls))
-    return Starlette(routes=routes)
+        routes.append(Route("/_test/rpc_calls", rpc_calls_view))
+    app = Starlette(routes=routes, lifespan=lifespan)  # lifespan: closes the broadcaster's connections
+    mount(app, cable)  # HTTP RPC at /_anycable (pycable: --rpc_host http://<app>/_anycable)
+    return app
 
 
 app = create_app()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sink import BroadcastSink
+from stack import sdk_env
 from starlette.testclient import TestClient
 
 from pycable.identity.signed import derive_key
@@ -31,13 +32,7 @@ def sink() -> Iterator[BroadcastSink]:
 
 @pytest.fixture(scope="module")
 def chat(sink: BroadcastSink) -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANYCABLE_SECRET", SECRET)
-        mp.setenv("ANYCABLE_BROADCAST_URL", sink.url)
-        mp.setenv("CHAT_TEST_MODE", "1")
-        mp.delenv("ANYCABLE_HTTP_RPC_SECRET", raising=False)
-        mp.delenv("ANYCABLE_BROADCAST_KEY", raising=False)
-        mp.delenv("ANYCABLE_BROADCAST_ADAPTER", raising=False)
+    with sdk_env(ANYCABLE_SECRET=SECRET, ANYCABLE_BROADCAST_URL=sink.url, CHAT_TEST_MODE="1"):
         yield importlib.import_module("examples.chat.app")
 
 
