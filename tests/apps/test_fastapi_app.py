@@ -54,7 +54,9 @@ class TestMount:
         api = FastAPI()
         mount(api, Application(), "/cable-rpc", secret="s3")
         with TestClient(api) as c:
-            ok = c.post("/cable-rpc/connect", json={"env": {"url": "http://x/cable"}}, headers={"Authorization": "Bearer s3"})
+            ok = c.post(
+                "/cable-rpc/connect", json={"env": {"url": "http://x/cable"}}, headers={"Authorization": "Bearer s3"}
+            )
             assert ok.status_code == 200 and ok.json()["status"] in (1, "SUCCESS")
             assert c.post("/cable-rpc/connect", json={}, headers={"Authorization": "Bearer no"}).status_code == 401
 
@@ -134,7 +136,9 @@ def test_end_to_end_a_route_broadcast_reaches_the_real_clients_but_not_its_sende
         server.start()
         tokens = {user: app.request("POST", "/tokens", {"user": user})[1]["token"] for user in ("ann", "bob")}
         for user in ("ann", "bob"):
-            clients.append(ChannelClient(f"{server.url}?token={tokens[user]}", "BoardChannel", {"board": "e2e"}, name=user))
+            clients.append(
+                ChannelClient(f"{server.url}?token={tokens[user]}", "BoardChannel", {"board": "e2e"}, name=user)
+            )
         ann, bob = clients
         ann_sid = ann.event("session")["sid"]
         ann.event("subscribed")
