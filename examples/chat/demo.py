@@ -4,8 +4,9 @@
 
 Both processes read the same environment, as any SDK application and its pycable do:
 ``ANYCABLE_SECRET`` (a development default is set when missing) and ``ANYCABLE_BROADCAST_URL``
-(default ``http://127.0.0.1:8090/_broadcast``; pycable's broadcast endpoint is started on that
-URL's port and path). pycable runs with ``--presets=broker`` (stream history and session
+(default: pycable's main port, ``http://127.0.0.1:8080/_broadcast``, where pycable takes
+broadcasts when a secret is set; given another URL, pycable's broadcast endpoint is started
+on that URL's port and path). pycable runs with ``--presets=broker`` (stream history and session
 restore) and ``--rpc_restore``, calling the app's HTTP RPC at ``/_anycable``.
 """
 
@@ -24,7 +25,6 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_SECRET = "pycable-demo-secret-change-me"
-DEFAULT_BROADCAST_URL = "http://127.0.0.1:8090/_broadcast"
 
 
 def _ready(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     env.setdefault("ANYCABLE_SECRET", DEV_SECRET)
-    env.setdefault("ANYCABLE_BROADCAST_URL", DEFAULT_BROADCAST_URL)
+    env.setdefault("ANYCABLE_BROADCAST_URL", f"http://{args.host}:{args.cable_port}/_broadcast")
     env["ANYCABLE_PORT"] = str(args.cable_port)
     broadcast = urlsplit(env["ANYCABLE_BROADCAST_URL"])
     if broadcast.port is None:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # The children run in their own sessions, so Ctrl-C (SIGINT) reaches only this process, which
     # stops them in order; SIGTERM does the same.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (a background job)
     try:
         procs.append(subprocess.Popen(uvicorn, cwd=ROOT, env=env, start_new_session=True))
         _ready(f"{app_url}/", procs[0], "the chat app", 30)

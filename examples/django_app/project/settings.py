@@ -50,8 +50,9 @@ LOGIN_REDIRECT_URL = "/rooms/general/messages"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # pycable: the server gets the same secret (pycable --secret / ANYCABLE_SECRET) and calls this
-# project's HTTP RPC at /_anycable (project/asgi.py).
+# project's HTTP RPC at /_anycable (project/asgi.py). Other keys: BROADCAST_URL, BROADCAST_KEY,
+# HTTP_RPC_SECRET, BROADCAST_ADAPTER ("http" or "redisx"), REDIS_URL… (docs/frameworks.md);
+# what is left out comes from the ANYCABLE_* environment.
 PYCABLE = {
     "SECRET": os.environ.get("ANYCABLE_SECRET", ""),
-    "BROADCAST_URL": os.environ.get("ANYCABLE_BROADCAST_URL", "http://127.0.0.1:8090/_broadcast"),
 }
