@@ -21,7 +21,7 @@ from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
 from pycable.pubsub.base import Subscriber
-from pycable.transport.http import HttpOptions, Route, ServerState
+from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
 
@@ -116,7 +116,7 @@ class App:
         jwt_on = bool(config.jwt_secret or config.secret_or_empty)
         main = HttpOptions(
             ws_paths=frozenset(config.path),
-            routes={config.health_path: _health},
+            routes=Router().add(config.health_path, _health),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
@@ -130,16 +130,17 @@ class App:
         if self.http_broadcaster is not None:
             route = self._broadcast_route(self.http_broadcaster)
             if bport == config.port:
-                main.routes[config.http_broadcast_path] = route
+                main.routes.add(config.http_broadcast_path, route)
             else:
-                extra = (bport, HttpOptions(ws_paths=frozenset(), routes={config.http_broadcast_path: route,
-                                                                          config.health_path: _health}))
+                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
+                extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
         self.server = Server(self.state, config.host, config.port, main, extra)
 
     @staticmethod
-    def _broadcast_route(broadcaster: HttpBroadcaster) -> Route:
-        async def route(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-            return await broadcaster.handle(method, headers.get("authorization"), body)
+    def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:
+        async def route(req: Request) -> Response:
+            status, body = await broadcaster.handle(req.method, req.headers.get("authorization"), req.body)
+            return Response(status, body)
 
         return route
 
@@ -203,8 +204,8 @@ def _context(name: str) -> logging.Logger:
     return logging.getLogger(f"pycable.{name}")
 
 
-async def _health(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    return 200, HEALTH_BODY
+async def _health(req: Request) -> Response:
+    return Response(200, HEALTH_BODY)
 
 
 async def serve(config: Config) -> int:

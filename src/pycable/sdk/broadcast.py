@@ -138,6 +138,8 @@ class HTTPBroadcaster:
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
         self._local = threading.local()
+        self._conns: set[http.client.HTTPConnection] = set()  # every thread's, for close()
+        self._conns_lock = threading.Lock()
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def describe(self) -> str:
@@ -151,6 +153,8 @@ class HTTPBroadcaster:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
+            with self._conns_lock:
+                self._conns.add(conn)
         return conn
 
     def publish(self, payload: bytes) -> None:
@@ -181,6 +185,8 @@ class HTTPBroadcaster:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
+            with self._conns_lock:
+                self._conns.discard(conn)
             conn.close()
 
     def _check(self, status: int, body: bytes) -> None:
@@ -235,8 +241,12 @@ class HTTPBroadcaster:
             await client.close()
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        self._drop()
+        """Close the sync connections of every thread (call it when no broadcast is running)."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
 
 class RedisXBroadcaster:
@@ -330,7 +340,9 @@ def configure(settings: Settings | None = None, **overrides: Any) -> HTTPBroadca
         settings = settings.with_(**overrides)
     broadcaster = from_settings(settings)
     with _default_lock:
-        _default = broadcaster
+        old, _default = _default, broadcaster
+    if old is not None:
+        old.close()
     return broadcaster
 
 

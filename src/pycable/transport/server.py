@@ -66,7 +66,9 @@ class Server:
             conn.send_frame(frame)
             conn.close(c.CLOSE_GOING_AWAY, "Server restart")
         for proto in list(self.state.http):
-            if proto.transport is not None and not proto.busy:
+            if proto.writer is not None:  # a streaming response: its own goodbye, or closed
+                proto.writer.going_away()
+            elif proto.transport is not None and not proto.busy:
                 proto.transport.close()
         if self.state.connections:
             try:
