@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -120,6 +120,49 @@ def node_or_fail() -> str:
     return node
 
 
+class Lines:
+    """Reads a child's output in a thread: each line, parsed by *parse*, is kept and waitable."""
+
+    def __init__(self, stream: IO[bytes], parse: Callable[[bytes], Any] = json.loads) -> None:
+        self.items: list[Any] = []
+        self.done = False  # the stream reached its end
+        self._cond = threading.Condition()
+        self._stream, self._parse = stream, parse
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self._stream:
+            for raw in self._stream:
+                with self._cond:
+                    self.items.append(self._parse(raw))
+                    self._cond.notify_all()
+        with self._cond:
+            self.done = True
+            self._cond.notify_all()
+
+    def wait(self, pred: Callable[[Any], bool], timeout: float = 15.0) -> Any:
+        """The first line matching *pred*; TimeoutError (with every line) after *timeout* or at EOF."""
+        with self._cond:
+            found: list[Any] = []
+
+            def ready() -> bool:
+                found[:] = [item for item in self.items if pred(item)]
+                return bool(found) or self.done
+
+            self._cond.wait_for(ready, timeout)
+            if not found:
+                raise TimeoutError(f"no matching line; got {self.items}")
+            return found[0]
+
+    def snapshot(self) -> list[Any]:
+        with self._cond:
+            return list(self.items)
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)
+
+
 class ChannelClient:
     """The real ``@anycable/core`` client subscribed to *channel* with *params*; *headers* go
     with the WebSocket handshake (a browser's Cookie header, say)."""
@@ -127,43 +170,28 @@ class ChannelClient:
     def __init__(self, url: str, channel: str, params: dict[str, Any], headers: dict[str, str] | None = None,
                  name: str = "c") -> None:  # fmt: skip
         config = {"url": url, "channel": channel, "params": params, "headers": headers or {}, "name": name}
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             [node_or_fail(), str(JS / "channel_client.mjs"), json.dumps(config)],
             cwd=JS,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for raw in self.proc.stdout:
-                with self._cond:
-                    self.events.append(json.loads(raw))
-                    self._cond.notify_all()
+        self.lines = Lines(self.proc.stdout)
+
+    @property
+    def events(self) -> list[Event]:
+        return self.lines.snapshot()
 
     def wait(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
-        with self._cond:
-            found: list[Event] = []
-
-            def ready() -> bool:
-                found[:] = [e for e in self.events if pred(e)]
-                return bool(found)
-
-            if not self._cond.wait_for(ready, timeout):
-                raise TimeoutError(f"no matching event; got {self.events}")
-            return found[0]
+        event: Event = self.lines.wait(pred, timeout)
+        return event
 
     def event(self, name: str, timeout: float = 15.0) -> Event:
         return self.wait(lambda e: e["event"] == name, timeout)
 
     def messages(self) -> list[Any]:
-        with self._cond:
-            return [e["data"] for e in self.events if e["event"] == "message"]
+        return [e["data"] for e in self.events if e["event"] == "message"]
 
     def perform(self, action: str, **data: Any) -> None:
         assert self.proc.stdin is not None
@@ -182,4 +210,4 @@ class ChannelClient:
                 self.proc.wait(5)
         elif self.proc.stdin is not None:
             self.proc.stdin.close()
-        self._reader.join(5)
+        self.lines.join(5)

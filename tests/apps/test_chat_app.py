@@ -24,13 +24,6 @@ LOBBY = json.dumps({"channel": "ChatChannel", "room": "lobby"})
 
 
 @pytest.fixture(scope="module")
-def sink() -> Iterator[BroadcastSink]:
-    s = BroadcastSink()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def chat(sink: BroadcastSink) -> Iterator[Any]:
     with sdk_env(ANYCABLE_SECRET=SECRET, ANYCABLE_BROADCAST_URL=sink.url, CHAT_TEST_MODE="1"):
         yield importlib.import_module("examples.chat.app")

@@ -25,13 +25,6 @@ RPC_KEY = derive_key(SECRET, "rpc-cable")
 
 
 @pytest.fixture(scope="module")
-def sink() -> Iterator[BroadcastSink]:
-    s = BroadcastSink()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def example(sink: BroadcastSink) -> Iterator[Any]:
     with sdk_env(ANYCABLE_SECRET=SECRET, ANYCABLE_BROADCAST_URL=sink.url):
         yield importlib.import_module("examples.fastapi_app.app")
