@@ -132,6 +132,7 @@ def test_a_logged_in_browser_subscribes_and_an_unknown_room_is_rejected(stack):
     session = Browser(stack.app.url).login("ann", "ann-pw")
     c = stack.client(GENERAL, session, name="ann")
     c.event("subscribed")
+    assert c.wait(lambda e: e["event"] == "message")["data"] == {"joined": "general", "as": "ann"}
     nowhere = stack.client({"room": "nowhere"}, session, name="ann-nowhere")
     nowhere.event("subscribe_failed")
     assert not [e for e in nowhere.events if e["event"] == "subscribed"]

@@ -18,6 +18,8 @@ class RoomChannel(Channel):
             self.reject()
             return
         self.stream_from(room.stream)
+        user = await self.connection.aget_user()  # the identified user, by the async ORM
+        self.transmit({"joined": room.name, "as": user.get_username()})
 
     def post(self, data: dict[str, Any]) -> None:
         """``perform("post", {"text": …})``. A plain ``def``: it runs in Django's thread and
