@@ -10,7 +10,7 @@ RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
 PROTO := src/pycable/rpc/anycable.proto
 PB    := src/pycable/rpc/_pb/anycable_pb2.py
 
-.PHONY: install proto serve demo chromium test test-py test-js lint bench clean
+.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers clean
 
 # The chat demo (examples/chat): its page loads only @anycable/web bundled here by esbuild.
 CHAT        := examples/chat
@@ -75,6 +75,12 @@ lint: install
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/workers.py
+
+# The peer benchmark: its servers' packages (the `bench` extra) are installed here only.
+bench-peers: install
+	$(BIN)/pip install --quiet -e '.[uvloop,redis,nats,grpc,dev,bench]'
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb $(CHAT)/node_modules $(CHAT_BUNDLE)

@@ -21,6 +21,7 @@ from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
 from pycable.pubsub.base import Subscriber
+from pycable.supervisor import notify_ready, worker_id
 from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
@@ -134,7 +135,7 @@ class App:
             else:
                 routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
-        self.server = Server(self.state, config.host, config.port, main, extra)
+        self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
 
     @staticmethod
     def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:
@@ -220,6 +221,7 @@ async def serve(config: Config) -> int:
         log.error("cannot listen: %s", exc)
         await app.shutdown()  # what did start (broker connections, embedded NATS) stops
         return 1
+    notify_ready()  # to the supervisor, when this is one of its workers
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -229,7 +231,7 @@ async def serve(config: Config) -> int:
 
 def run(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, worker=worker_id())
     try:
         import uvloop
 
