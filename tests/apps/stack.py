@@ -10,21 +10,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from helpers.jsonlines import Event, JsonLinesProcess
 from helpers.server import ROOT, free_port
 
 JS = ROOT / "tests" / "js"
-Event = dict[str, Any]
 
 #: What the SDK reads; an app process gets only what its test sets.
 SDK_VARS = (
@@ -120,94 +119,20 @@ def node_or_fail() -> str:
     return node
 
 
-class Lines:
-    """Reads a child's output in a thread: each line, parsed by *parse*, is kept and waitable."""
-
-    def __init__(self, stream: IO[bytes], parse: Callable[[bytes], Any] = json.loads) -> None:
-        self.items: list[Any] = []
-        self.done = False  # the stream reached its end
-        self._cond = threading.Condition()
-        self._stream, self._parse = stream, parse
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        with self._stream:
-            for raw in self._stream:
-                with self._cond:
-                    self.items.append(self._parse(raw))
-                    self._cond.notify_all()
-        with self._cond:
-            self.done = True
-            self._cond.notify_all()
-
-    def wait(self, pred: Callable[[Any], bool], timeout: float = 15.0) -> Any:
-        """The first line matching *pred*; TimeoutError (with every line) after *timeout* or at EOF."""
-        with self._cond:
-            found: list[Any] = []
-
-            def ready() -> bool:
-                found[:] = [item for item in self.items if pred(item)]
-                return bool(found) or self.done
-
-            self._cond.wait_for(ready, timeout)
-            if not found:
-                raise TimeoutError(f"no matching line; got {self.items}")
-            return found[0]
-
-    def snapshot(self) -> list[Any]:
-        with self._cond:
-            return list(self.items)
-
-    def join(self, timeout: float = 10.0) -> None:
-        self._thread.join(timeout)
-
-
-class ChannelClient:
+class ChannelClient(JsonLinesProcess):
     """The real ``@anycable/core`` client subscribed to *channel* with *params*; *headers* go
     with the WebSocket handshake (a browser's Cookie header, say)."""
 
     def __init__(self, url: str, channel: str, params: dict[str, Any], headers: dict[str, str] | None = None,
                  name: str = "c") -> None:  # fmt: skip
         config = {"url": url, "channel": channel, "params": params, "headers": headers or {}, "name": name}
-        self.proc = subprocess.Popen(
-            [node_or_fail(), str(JS / "channel_client.mjs"), json.dumps(config)],
-            cwd=JS,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        self.lines = Lines(self.proc.stdout)
+        super().__init__([node_or_fail(), str(JS / "channel_client.mjs"), json.dumps(config)], JS, name)
 
-    @property
-    def events(self) -> list[Event]:
-        return self.lines.snapshot()
-
-    def wait(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
-        event: Event = self.lines.wait(pred, timeout)
-        return event
-
-    def event(self, name: str, timeout: float = 15.0) -> Event:
-        return self.wait(lambda e: e["event"] == name, timeout)
+    async def event(self, name: str, timeout: float = 15.0) -> Event:
+        return await self.wait(lambda e: e["event"] == name, timeout)
 
     def messages(self) -> list[Any]:
-        return [e["data"] for e in self.events if e["event"] == "message"]
+        return [e["data"] for e in list(self.events) if e["event"] == "message"]
 
     def perform(self, action: str, **data: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"cmd": "perform", "action": action, "data": data}) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(b'{"cmd":"exit"}\n')
-                self.proc.stdin.close()
-                self.proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
-        elif self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.lines.join(5)
+        self.send(cmd="perform", action=action, data=data)

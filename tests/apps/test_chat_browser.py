@@ -20,13 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from stack import Lines
 
 from helpers.server import ROOT, free_port
 
@@ -68,20 +68,30 @@ class Demo:
         argv = [sys.executable, "-m", "examples.chat.demo", "--app-port", str(self.app_port),
                 "--cable-port", str(self.cable_port)]  # fmt: skip
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        self.output = Lines(self.proc.stdout, parse=lambda raw: raw.decode(errors="replace").rstrip())
+        self.output: list[str] = []
         self.url = ""
+        self._started = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self.output.append(line)
+                if line.startswith("Chat demo: open "):
+                    self.url = line.split()[3]
+                    self._started.set()
+        self._started.set()  # it exited
 
     def wait_ready(self) -> str:
-        try:
-            line = self.output.wait(lambda line: line.startswith("Chat demo: open "), timeout=60)
-        except TimeoutError:
-            raise RuntimeError("the demo did not start:\n" + self.log()) from None
-        self.url = line.split()[3]
+        if not self._started.wait(60) or not self.url:
+            raise RuntimeError("the demo did not start:\n" + self.log())
         return self.url
 
     def log(self) -> str:
-        return "\n".join(self.output.snapshot())
+        return "\n".join(self.output)
 
     def rpc_calls(self) -> dict[str, int]:
         with urllib.request.urlopen(f"{self.url}_test/rpc_calls", timeout=10) as resp:
@@ -93,7 +103,7 @@ class Demo:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(30)
-        self.output.join(10)  # the children exited too: their end of the pipe is closed
+        self._reader.join(10)  # the children exited too: their end of the pipe is closed
         return code
 
 

@@ -122,43 +122,43 @@ def message_event(text: str):
     return lambda e: e["event"] == "message" and e["data"].get("message", {}).get("text") == text
 
 
-def test_no_or_a_bad_session_cookie_is_unauthorized(stack):
+async def test_no_or_a_bad_session_cookie_is_unauthorized(stack):
     for session in (None, "not-a-session-key"):
         c = stack.client(GENERAL, session, name=f"anon-{session}")
-        assert c.event("close")["reason"] == "unauthorized"
+        assert (await c.event("close"))["reason"] == "unauthorized"
 
 
-def test_a_logged_in_browser_subscribes_and_an_unknown_room_is_rejected(stack):
+async def test_a_logged_in_browser_subscribes_and_an_unknown_room_is_rejected(stack):
     session = Browser(stack.app.url).login("ann", "ann-pw")
     c = stack.client(GENERAL, session, name="ann")
-    c.event("subscribed")
-    assert c.wait(lambda e: e["event"] == "message")["data"] == {"joined": "general", "as": "ann"}
+    await c.event("subscribed")
+    assert (await c.wait(lambda e: e["event"] == "message"))["data"] == {"joined": "general", "as": "ann"}
     nowhere = stack.client({"room": "nowhere"}, session, name="ann-nowhere")
-    nowhere.event("subscribe_failed")
+    await nowhere.event("subscribe_failed")
     assert not [e for e in nowhere.events if e["event"] == "subscribed"]
     assert [e["frame"]["type"] for e in nowhere.events if e["event"] == "frame"][-1] == "reject_subscription"
 
 
-def test_an_action_writes_with_the_orm_and_the_signal_broadcasts_it(stack):
+async def test_an_action_writes_with_the_orm_and_the_signal_broadcasts_it(stack):
     ann_browser, bob_browser = Browser(stack.app.url), Browser(stack.app.url)
     ann = stack.client(GENERAL, ann_browser.login("ann", "ann-pw"), name="ann")
     bob = stack.client(GENERAL, bob_browser.login("bob", "bob-pw"), name="bob")
-    ann.event("subscribed")
-    bob.event("subscribed")
+    await ann.event("subscribed")
+    await bob.event("subscribed")
 
     ann.perform("post", text="")
-    assert ann.wait(lambda e: e["event"] == "message" and "error" in e["data"])["data"] == {
+    assert (await ann.wait(lambda e: e["event"] == "message" and "error" in e["data"]))["data"] == {
         "error": "a message is 1 to 1000 characters"
     }
     ann.perform("post", text="hello from the cable")
-    got = bob.wait(message_event("hello from the cable"))["data"]["message"]
+    got = (await bob.wait(message_event("hello from the cable")))["data"]["message"]
     assert got["user"] == "ann"
-    ann.wait(message_event("hello from the cable"))
+    await ann.wait(message_event("hello from the cable"))
 
     # ...and from a view: Django's session, CSRF and ORM; the same signal broadcasts it.
     status, body = bob_browser.request("POST", "/rooms/general/messages", {"text": "hello from a view"})
     assert status == 201, body
-    assert ann.wait(message_event("hello from a view"))["data"]["message"] == json.loads(body)
+    assert (await ann.wait(message_event("hello from a view")))["data"]["message"] == json.loads(body)
 
     status, body = ann_browser.request("GET", "/rooms/general/messages")
     texts = [(m["user"], m["text"]) for m in json.loads(body)["messages"]]
@@ -168,14 +168,14 @@ def test_an_action_writes_with_the_orm_and_the_signal_broadcasts_it(stack):
     ]  # errors go to the sender only
 
 
-def test_after_logout_the_session_cookie_no_longer_connects(stack):
+async def test_after_logout_the_session_cookie_no_longer_connects(stack):
     browser = Browser(stack.app.url)
     session = browser.login("bob", "bob-pw")
-    stack.client(GENERAL, session, name="bob-before").event("subscribed")
+    await stack.client(GENERAL, session, name="bob-before").event("subscribed")
     status, _ = browser.request("POST", "/accounts/logout/", {})
     assert status in (200, 302)
     after = stack.client(GENERAL, session, name="bob-after")
-    assert after.event("close")["reason"] == "unauthorized"
+    assert (await after.event("close"))["reason"] == "unauthorized"
 
 
 class TestSettings:

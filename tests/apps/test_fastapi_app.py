@@ -115,7 +115,7 @@ class TestExampleInProcess:
 
 
 @pytest.mark.js
-def test_end_to_end_a_route_broadcast_reaches_the_real_clients_but_not_its_sender():
+async def test_end_to_end_a_route_broadcast_reaches_the_real_clients_but_not_its_sender():
     """pycable → HTTP RPC → the app; the app's route → HTTP broadcast → pycable → the clients."""
     server = ServerProcess("--secret", SECRET)
     app = AppProcess(
@@ -133,23 +133,23 @@ def test_end_to_end_a_route_broadcast_reaches_the_real_clients_but_not_its_sende
                 ChannelClient(f"{server.url}?token={tokens[user]}", "BoardChannel", {"board": "e2e"}, name=user)
             )
         ann, bob = clients
-        ann_sid = ann.event("session")["sid"]
-        ann.event("subscribed")
-        bob.event("subscribed")
+        ann_sid = (await ann.event("session"))["sid"]
+        await ann.event("subscribed")
+        await bob.event("subscribed")
 
         auth = {"Authorization": f"Bearer {tokens['ann']}"}
         status, first = app.request("POST", "/boards/e2e/notes", {"text": "from ann"}, {**auth, "X-Socket-ID": ann_sid})
         assert status == 201, first
         status, second = app.request("POST", "/boards/e2e/notes", {"text": "to all"}, auth)
         assert status == 201, second
-        bob.wait(lambda e: e["event"] == "message" and e["data"] == {"note": second})
-        ann.wait(lambda e: e["event"] == "message" and e["data"] == {"note": second})
+        await bob.wait(lambda e: e["event"] == "message" and e["data"] == {"note": second})
+        await ann.wait(lambda e: e["event"] == "message" and e["data"] == {"note": second})
         assert bob.messages() == [{"note": first}, {"note": second}]
         assert ann.messages() == [{"note": second}]  # the first was sent "to others"
 
         stranger = ChannelClient(f"{server.url}?token=ann.forged", "BoardChannel", {"board": "e2e"}, name="x")
         clients.append(stranger)
-        assert stranger.event("close")["reason"] == "unauthorized"
+        assert (await stranger.event("close"))["reason"] == "unauthorized"
     except Exception:
         print(server.log(), app.log())
         raise
