@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from stack import AppProcess, ChannelClient
 
-from helpers.server import ROOT, ServerProcess
+from helpers.server import ROOT, ServerProcess, free_port
 from pycable.contrib.django import settings_from
 
 pytestmark = pytest.mark.js
@@ -82,8 +84,6 @@ class Stack:
         self.clients: list[ChannelClient] = []
 
     def manage(self, *args: str) -> None:
-        import os
-
         out = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT, env={**os.environ, **self.env},
                              capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -93,9 +93,11 @@ class Stack:
         self.server.start()
         return self
 
-    def client(self, params: dict[str, Any], session: str | None = None, name: str = "c") -> ChannelClient:
+    def client(
+        self, params: dict[str, Any], session: str | None = None, name: str = "c", url: str = ""
+    ) -> ChannelClient:
         headers = {"Cookie": f"sessionid={session}; other=1"} if session else {}
-        c = ChannelClient(self.server.url, "RoomChannel", params, headers, name=name)
+        c = ChannelClient(url or self.server.url, "RoomChannel", params, headers, name=name)
         self.clients.append(c)
         return c
 
@@ -176,6 +178,29 @@ async def test_after_logout_the_session_cookie_no_longer_connects(stack):
     assert status in (200, 302)
     after = stack.client(GENERAL, session, name="bob-after")
     assert (await after.event("close"))["reason"] == "unauthorized"
+
+
+async def test_the_same_project_over_grpc(stack):
+    """``manage.py pycable_grpc`` serves the same application over gRPC to a second pycable."""
+    port = free_port()
+    argv = [sys.executable, "manage.py", "pycable_grpc", "board.cable:cable", "--address", f"127.0.0.1:{port}"]
+    server = ServerProcess("--secret", SECRET, "--rpc_host", f"127.0.0.1:{port}")
+    env = {**os.environ, **stack.env, "ANYCABLE_BROADCAST_URL": f"http://127.0.0.1:{server.bport}/_broadcast"}
+    rpc = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert rpc.stdout is not None
+        assert rpc.stdout.readline().startswith(f"Serving anycable.RPC on 127.0.0.1:{port}")
+        server.start()
+        session = Browser(stack.app.url).login("ann", "ann-pw")
+        c = stack.client(GENERAL, session, name="ann-grpc", url=server.url)
+        assert (await c.wait(lambda e: e["event"] == "message"))["data"] == {"joined": "general", "as": "ann"}
+        c.perform("post", text="over grpc")
+        await c.wait(message_event("over grpc"))
+    finally:
+        server.stop()
+        rpc.send_signal(signal.SIGTERM)
+        assert rpc.wait(20) == 0
+        rpc.stdout.close()
 
 
 class TestSettings:
