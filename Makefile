@@ -72,6 +72,7 @@ test: install chromium $(NODE_STAMP) $(RPC_APP_STAMP)
 lint: install
 	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
