@@ -99,6 +99,11 @@ class Config:
     history_limit: int = option(100, "Messages kept per stream", "broker")
     history_ttl: float = option(300.0, "Seconds a message is kept in a stream's history", "broker")
     sessions_ttl: float = option(300.0, "Seconds a disconnected session can be restored (0: never)", "broker")
+    sessions_max_entry_size: int = option(256 * 1024, "Largest session cache entry (bytes; a session over it is "
+                                                      "not restorable; 0: no limit)", "broker")
+    sessions_max_cache_size: int = option(256 * 1024 * 1024, "Memory broker: bytes of session cache in all, the "
+                                                             "oldest go first (0: no limit; Redis/NATS: bounded by "
+                                                             "--sessions_ttl)", "broker")
     stream_history: list[str] = option(
         [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
         "broker", kind="rules")
@@ -228,6 +233,8 @@ class Config:
             raise ConfigError("--history_ttl must be positive")
         if self.sessions_ttl < 0:
             raise ConfigError("--sessions_ttl must not be negative")
+        if self.sessions_max_entry_size < 0 or self.sessions_max_cache_size < 0:
+            raise ConfigError("--sessions_max_entry_size and --sessions_max_cache_size must not be negative")
         if self.ping_interval <= 0:
             raise ConfigError("--ping_interval must be positive")
         if self.max_message_size < 128:

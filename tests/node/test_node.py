@@ -465,7 +465,9 @@ class TestBoundedMemory:
         assert broker.counts()["refs"] == 0
         clock.now += 60 * 11  # past the history TTL, the sessions TTL and 10 TTLs of idleness
         broker.expire(clock.now)
-        assert broker.counts() == {"streams": 0, "messages": 0, "sessions": 0, "refs": 0}
+        counts = broker.counts()
+        assert counts == {"streams": 0, "messages": 0, "sessions": 0, "sessions_bytes": 0, "refs": 0,
+                          "sessions_evicted": 0, "sessions_refused": 0}
         again = await broker.register(StreamMessage("room-1", "x"))
         assert again.offset > 1, "offsets never go back within an epoch"
 

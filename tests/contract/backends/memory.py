@@ -13,9 +13,9 @@ class FakeClock:
         return self.now
 
 
-async def make(policy: HistoryPolicy, sessions_ttl: float, name: str) -> BrokerHandle:
+async def make(policy: HistoryPolicy, sessions_ttl: float, name: str, **options: int) -> BrokerHandle:
     clock = FakeClock()
-    broker = MemoryBroker(policy, sessions_ttl, clock=clock)
+    broker = MemoryBroker(policy, sessions_ttl, clock=clock, **options)
     await broker.start()
 
     async def advance(seconds: float) -> None:
