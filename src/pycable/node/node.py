@@ -411,8 +411,10 @@ class Node:
         backlogs = []
         try:
             for stream, cursor in list(sub.streams.items()):
+                since: tuple[str, int] | None = None
                 if request.streams is not None and stream in request.streams:
                     pos = request.streams[stream]
+                    since = (pos.epoch, pos.offset)
                     backlog = await self.broker.history_from(stream, pos.epoch, pos.offset)
                 elif request.since > 0:
                     backlog = await self.broker.history_since(stream, request.since)
@@ -420,7 +422,7 @@ class Node:
                     continue
                 if cursor.missed(backlog):
                     raise HistoryError(f"{stream}: messages before offset {cursor.start} were not delivered in order")
-                backlogs.append((cursor, backlog))
+                backlogs.append((cursor, backlog, since))
         except (HistoryError, BrokerError) as exc:
             log.debug("history rejected sid=%s identifier=%s: %s", session.sid, identifier, exc)
             self.stats["history_rejected"] += 1
@@ -429,8 +431,8 @@ class Node:
             return
         if session.closed:
             return
-        for cursor, backlog in backlogs:
-            self.hub.deliver(session, identifier, cursor, cursor.replay(backlog))
+        for cursor, backlog, since in backlogs:
+            self.hub.deliver(session, identifier, cursor, cursor.replay(backlog, since))
         session.send(messages.confirm_history(identifier))
         self._release(session, sub)
 
