@@ -10,7 +10,7 @@ RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
 PROTO := src/pycable/rpc/anycable.proto
 PB    := src/pycable/rpc/_pb/anycable_pb2.py
 
-.PHONY: install proto serve test test-py test-js lint bench clean
+.PHONY: install proto serve test test-py test-js lint bench soak clean
 
 install: $(STAMP) $(PB)
 
@@ -47,6 +47,10 @@ lint: install
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
+
+# 2,000 clients cut at random for 10 minutes while broadcasts flow (docs/reliability.md).
+soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb
