@@ -10,7 +10,7 @@ RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
 PROTO := src/pycable/rpc/anycable.proto
 PB    := src/pycable/rpc/_pb/anycable_pb2.py
 
-.PHONY: install proto serve test test-py test-js lint bench soak clean
+.PHONY: install proto serve test test-py test-js lint bench bench-peers soak clean
 
 install: $(STAMP) $(PB)
 
@@ -47,6 +47,12 @@ lint: install
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/workers.py
+
+# The peer benchmark: its servers' packages (the `bench` extra) are installed here only.
+bench-peers: install
+	$(BIN)/pip install --quiet -e '.[uvloop,redis,nats,grpc,dev,bench]'
+	$(BIN)/python bench/peers.py
 
 # 2,000 clients cut at random for 10 minutes while broadcasts flow (docs/reliability.md).
 soak: install

@@ -158,13 +158,15 @@ def pad_for_target() -> int:
 
 
 class Loadgen:
-    def __init__(self, port: int, bport: int, pad: int, hconns: int, max_seq: int) -> None:
+    def __init__(
+        self, port: int, bport: int, pad: int, hconns: int, max_seq: int, extra: list[str] | None = None
+    ) -> None:
         cmd = [
             "taskset", "-c", CLIENT_CPU, str(LOADGEN),
             "--host", "127.0.0.1", "--port", str(port), "--path", "/cable",
             "--proto", "actioncable-v1-json", "--bport", str(bport), "--bpath", "/_broadcast",
             "--stream", "bench", "--pad", str(pad), "--subscribe", SUBSCRIBE,
-            "--hconns", str(hconns), "--max-seq", str(max_seq),
+            "--hconns", str(hconns), "--max-seq", str(max_seq), *(extra or []),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr)
         self.buf = b""

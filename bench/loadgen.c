@@ -12,6 +12,13 @@
  *
  * Built by bench/fanout.py with `cc -O2 -o bench/loadgen bench/loadgen.c`.
  *
+ * Other protocols: --proto "" offers no subprotocol; --welcome TEXT is the marker of the
+ * server's first message (with --no-welcome the subscribe frame goes right after the upgrade);
+ * --subscribe/--confirm are the subscribe frame and the marker of its confirmation; --eio
+ * answers Engine.IO v4 pings ("2" -> "3"), so that the peer benchmark's Socket.IO clients
+ * (path /socket.io/?EIO=4&transport=websocket, welcome "pingInterval", subscribe "40",
+ * confirm "40{") stay connected.
+ *
  * Control protocol: one command per line on stdin, answers on stdout.
  *   CONNECT n            open/subscribe clients until n are ready -> "READY n ms errors"
  *   FAN k timeout_ms     k broadcasts one at a time, each after the previous one reached
@@ -80,7 +87,9 @@ static const char *o_stream = "bench";
 static const char *o_subscribe =
     "{\"command\":\"subscribe\",\"identifier\":\"{\\\"channel\\\":\\\"$pubsub\\\",\\\"stream_name\\\":\\\"bench\\\"}\"}";
 static const char *o_confirm = "confirm_subscription";
+static const char *o_welcome = "welcome";
 static int o_wait_welcome = 1;
+static int o_eio = 0;    /* Engine.IO v4: answer the server's ping packet "2" with "3" */
 static int o_pad = 150;
 static int o_conc = 100;
 static int o_hconns = 1;
@@ -262,8 +271,9 @@ static void ws_send_handshake(int i) {
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "Sec-WebSocket-Protocol: %s\r\nOrigin: http://%s:%d\r\n\r\n",
-                     o_path, o_host, o_port, k64, o_proto, o_host, o_port);
+                     "%s%s%sOrigin: http://%s:%d\r\n\r\n",
+                     o_path, o_host, o_port, k64, o_proto[0] ? "Sec-WebSocket-Protocol: " : "", o_proto,
+                     o_proto[0] ? "\r\n" : "", o_host, o_port);
     ws_queue(c, req, (size_t)n);
     c->state = ST_HANDSHAKE;
     ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN, K_WS, i);
@@ -304,19 +314,23 @@ static int64_t find_seq(const char *p, size_t n) {
 static void on_text(int i, const char *p, size_t n, int64_t ts) {
     conn_t *c = &conns[i];
     st_msgs++;
+    if (o_eio && n == 1 && p[0] == '2') { /* Engine.IO ping -> pong */
+        st_pings++;
+        ws_queue_frame(c, 0x1, "3", 1);
+        ws_flush(i);
+        return;
+    }
     if (c->state == ST_READY) {
         int64_t seq = find_seq(p, n);
         if (seq > 0 && seq < o_max_seq) {
             st_seqmsgs++;
-            if (seq <= c->last_seq) {
-                if (seq == c->last_seq) st_dup++;
-                else st_reorders++;
-            }
+            if (seq < c->last_seq) st_reorders++; /* (a repeat of last_seq is counted below) */
             c->last_seq = seq;
             if (cnt[seq] == 0) t_first[seq] = ts;
             t_last[seq] = ts;
             if (cur_kts > k_last[seq]) k_last[seq] = cur_kts;
             if (++cnt[seq] == nready) completed++;
+            else if (cnt[seq] > nready) st_dup++; /* more copies than clients: a duplicate */
             return;
         }
         if (memmem(p, n, "\"ping\"", 6)) st_pings++;
@@ -324,7 +338,7 @@ static void on_text(int i, const char *p, size_t n, int64_t ts) {
         return;
     }
     if (c->state == ST_WELCOME) {
-        if (memmem(p, n, "welcome", 7)) ws_send_subscribe(i);
+        if (memmem(p, n, o_welcome, strlen(o_welcome))) ws_send_subscribe(i);
         return;
     }
     if (c->state == ST_SUBSCRIBING) {
@@ -782,7 +796,8 @@ static void usage(void) {
             "usage: loadgen [--host H] [--port P] [--path /cable] [--proto actioncable-v1-json]\n"
             "               [--bport Q] [--bpath /_broadcast] [--stream bench] [--pad 150]\n"
             "               [--subscribe JSON] [--confirm TEXT] [--no-welcome] [--conc 100]\n"
-            "               [--hconns 1] [--max-seq N]   (commands on stdin, see source)\n");
+            "               [--hconns 1] [--max-seq N] [--welcome TEXT] [--eio]\n"
+            "               (commands on stdin, see source)\n");
     exit(2);
 }
 
@@ -792,7 +807,8 @@ int main(int argc, char **argv) {
         {"proto", 1, 0, 'r'},  {"bport", 1, 0, 'b'},   {"bpath", 1, 0, 'B'},
         {"stream", 1, 0, 's'}, {"pad", 1, 0, 'd'},     {"subscribe", 1, 0, 'S'},
         {"confirm", 1, 0, 'C'}, {"no-welcome", 0, 0, 'W'}, {"conc", 1, 0, 'c'},
-        {"hconns", 1, 0, 'H'}, {"max-seq", 1, 0, 'm'}, {0, 0, 0, 0}};
+        {"hconns", 1, 0, 'H'}, {"max-seq", 1, 0, 'm'}, {"welcome", 1, 0, 'w'},
+        {"eio", 0, 0, 'E'},    {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -810,6 +826,8 @@ int main(int argc, char **argv) {
         case 'c': o_conc = atoi(optarg); break;
         case 'H': o_hconns = atoi(optarg); break;
         case 'm': o_max_seq = atoi(optarg); break;
+        case 'w': o_welcome = optarg; break;
+        case 'E': o_eio = 1; break;
         default: usage();
         }
     }

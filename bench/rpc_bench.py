@@ -1,6 +1,6 @@
 """RPC benchmark (issue 4): Connect + subscribe throughput, in sessions per second.
 
-    .venv/bin/python bench/rpc_bench.py                  # N=2000 sessions, 64 in flight, 3 modes
+    .venv/bin/python bench/rpc_bench.py                  # N=2000 sessions, 64 in flight, 5 modes
     .venv/bin/python bench/rpc_bench.py --n 500 --inflight 16 --modes grpc,http
 
 One session = open a WebSocket, get the welcome, send one subscribe, get the
@@ -11,12 +11,17 @@ a fresh server (``--broker memory --disconnect_mode never``):
 * ``public``: RPC-less, ``--public`` and a ``$pubsub`` public stream (no application);
 * ``grpc``: the gRPC app of tests/rpc/grpc_app.py (grpc.aio, one process, ``--quiet``):
   one Connect and one Command per session;
-* ``http``: the HTTP RPC app on ``@anycable/serverless-js`` (tests/rpc_app, Node, quiet).
+* ``http``: the HTTP RPC app on ``@anycable/serverless-js`` (tests/rpc_app, Node, quiet);
+* ``sdk-grpc`` / ``sdk-http``: the same application written with ``pycable.sdk``
+  (tests/sdk/chat_app.py) served by the SDK's grpc.aio adapter / its ASGI adapter under
+  uvicorn (tests/sdk/app_main.py ``--quiet``: the bare adapters, one process, uvloop).
 
 Placement on this 2-core machine: pycable on CPU 0; the clients (this process, uvloop,
 raw asyncio protocols) and the application on CPU 1, so the application's cost competes
-with the load generator's, not with the server's. Reported per mode: sessions/s, and the
-p50 / p95 / p99 time from TCP connect to ``confirm_subscription``.
+with the load generator's, not with the server's. Reported per mode: sessions/s, the
+p50 / p95 / p99 time from TCP connect to ``confirm_subscription``, the CPU time per session
+of each process, and the application's CPU time per RPC call (its process CPU time divided
+by the calls it answered: two per session, Connect and the subscribe Command).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers.server import ServerProcess  # noqa: E402
-from rpc.apps import RpcApp, node_available  # noqa: E402
+from rpc.apps import KINDS, RpcApp, node_available  # noqa: E402
 
 CHAT = '{"channel":"chat","room":"bench"}'
 PUBLIC = '{"channel":"$pubsub","stream_name":"bench"}'
@@ -172,7 +177,8 @@ async def bench_mode(mode: str, n: int, inflight: int, warmup: int) -> dict:
             pids["app"] = app.proc.pid
         before = {k: cpu_seconds(pid) for k, pid in pids.items()}
         elapsed, latencies = await run_sessions(server.port, path, identifier, n, inflight)
-        cpu = {k: round((cpu_seconds(pid) - before[k]) / n * 1e6) for k, pid in pids.items()}
+        used = {k: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
+        cpu = {k: round(v / n * 1e6) for k, v in used.items()}
     finally:
         server.stop()
         if app is not None:
@@ -188,6 +194,8 @@ async def bench_mode(mode: str, n: int, inflight: int, warmup: int) -> dict:
         "p99_ms": round(pct(latencies, 99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
         "cpu_us_per_session": cpu,
+        # Connect + subscribe Command: two calls per session.
+        "app_cpu_us_per_call": round(used["app"] / (2 * n) * 1e6) if "app" in used else None,
     }
 
 
@@ -196,12 +204,14 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="sessions per mode")
     parser.add_argument("--inflight", type=int, default=64, help="sessions being set up at once")
     parser.add_argument("--warmup", type=int, default=200, help="sessions before measuring")
-    parser.add_argument("--modes", default="public,grpc,http")
+    parser.add_argument("--modes", default="public,grpc,http,sdk-grpc,sdk-http")
     parser.add_argument("--json", help="also write the results to this file")
     opts = parser.parse_args()
     pin(0, 1)
     results = []
     for mode in opts.modes.split(","):
+        if mode not in ("public", *KINDS):
+            parser.error(f"unknown mode {mode!r} (public, {', '.join(KINDS)})")
         if mode == "http" and (why := node_available()):
             print(f"{mode:>7}: skipped ({why})")
             continue
@@ -210,7 +220,8 @@ async def main() -> None:
         print(
             f"{mode:>7}: {r['sessions_per_s']:>6} sessions/s  ({r['sessions']} in {r['seconds']}s, "
             f"{r['inflight']} in flight)  connect→confirm p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
-            f"p99 {r['p99_ms']} ms; CPU µs/session {r['cpu_us_per_session']}",
+            f"p99 {r['p99_ms']} ms; CPU µs/session {r['cpu_us_per_session']}"
+            + (f"; app CPU µs/call {r['app_cpu_us_per_call']}" if r["app_cpu_us_per_call"] is not None else ""),
             flush=True,
         )
     if opts.json:

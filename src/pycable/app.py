@@ -15,12 +15,14 @@ from pycable.broadcast.http import HttpBroadcaster
 from pycable.broker.base import Broker
 from pycable.config import Config
 from pycable.exceptions import ConfigError
+from pycable.identity import secrets
 from pycable.log import setup_logging
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
 from pycable.pubsub.base import Subscriber
-from pycable.transport.http import HttpOptions, Route, ServerState
+from pycable.supervisor import notify_ready, worker_id
+from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
 
@@ -32,17 +34,19 @@ log = logging.getLogger("pycable.main")
 def build_controller(config: Config) -> LocalController:
     """The RPC-less chain in front of the application's RPC (when RPC is in use)."""
     rpc = registry.build("rpc", registry.CONTROLLERS, config.rpc_kind, config) if config.uses_rpc else None
-    secret = config.secret_or_empty
+    secret = config.secret
     return LocalController(
-        jwt_secret=config.jwt_secret or secret,
+        jwt_secret=secrets.jwt_secret(secret, config.jwt_secret),
         jwt_param=config.jwt_param,
         enforce_jwt=config.enforce_jwt,
         noauth=config.noauth or config.public,
-        streams_secret=config.streams_secret or secret,
+        streams_secret=secrets.streams_secret(secret, config.streams_secret),
         public_streams=config.public_streams or config.public,
         streams_whisper=config.streams_whisper,
         streams_presence=config.streams_presence,
-        turbo_secret=(config.turbo_streams_secret or config.streams_secret or secret) if config.turbo_streams else "",
+        turbo_secret=secrets.turbo_streams_secret(secret, config.streams_secret, config.turbo_streams_secret)
+        if config.turbo_streams
+        else "",
         rpc=rpc,
     )
 
@@ -113,7 +117,7 @@ class App:
         jwt_on = bool(config.jwt_secret or config.secret_or_empty)
         main = HttpOptions(
             ws_paths=frozenset(config.path),
-            routes={config.health_path: _health},
+            routes=Router().add(config.health_path, _health),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
@@ -127,16 +131,17 @@ class App:
         if self.http_broadcaster is not None:
             route = self._broadcast_route(self.http_broadcaster)
             if bport == config.port:
-                main.routes[config.http_broadcast_path] = route
+                main.routes.add(config.http_broadcast_path, route)
             else:
-                extra = (bport, HttpOptions(ws_paths=frozenset(), routes={config.http_broadcast_path: route,
-                                                                          config.health_path: _health}))
-        self.server = Server(self.state, config.host, config.port, main, extra)
+                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
+                extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
+        self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
 
     @staticmethod
-    def _broadcast_route(broadcaster: HttpBroadcaster) -> Route:
-        async def route(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-            return await broadcaster.handle(method, headers.get("authorization"), body)
+    def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:
+        async def route(req: Request) -> Response:
+            status, body = await broadcaster.handle(req.method, req.headers.get("authorization"), req.body)
+            return Response(status, body)
 
         return route
 
@@ -200,8 +205,8 @@ def _context(name: str) -> logging.Logger:
     return logging.getLogger(f"pycable.{name}")
 
 
-async def _health(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    return 200, HEALTH_BODY
+async def _health(req: Request) -> Response:
+    return Response(200, HEALTH_BODY)
 
 
 async def serve(config: Config) -> int:
@@ -216,6 +221,7 @@ async def serve(config: Config) -> int:
         log.error("cannot listen: %s", exc)
         await app.shutdown()  # what did start (broker connections, embedded NATS) stops
         return 1
+    notify_ready()  # to the supervisor, when this is one of its workers
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -225,7 +231,7 @@ async def serve(config: Config) -> int:
 
 def run(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, worker=worker_id())
     try:
         import uvloop
 

@@ -54,6 +54,8 @@ class Config:
     )
     max_conn: int = option(0, "Maximum concurrent WebSocket connections (0: unlimited)", "server", flag="max-conn")
     shutdown_timeout: float = option(30.0, "Graceful shutdown timeout (seconds)", "server")
+    workers: str = option("1", "Worker processes sharing the ports (SO_REUSEPORT) and a broker: a number, or "
+                               "auto (the CPU count); see docs/workers.md", "server")
     presets: list[str] = option([], "Configuration presets: broker, none", "server", kind="list")
     config_path: str = option("", "TOML configuration file (default: ./anycable.toml if present)", "server",
                               flag="config-path")
@@ -174,15 +176,9 @@ class Config:
 
     @property
     def effective_broadcast_key(self) -> str:
-        if self.public or self.broadcast_key == "none":
-            return ""
-        if self.broadcast_key:
-            return self.broadcast_key
-        if self.secret and self.secret != "none":
-            from pycable.identity.signed import derive_key
+        from pycable.identity import secrets
 
-            return derive_key(self.secret, "broadcast-cable")
-        return ""
+        return secrets.broadcast_key(self.secret, self.broadcast_key, public=self.public)
 
     @property
     def effective_broadcast_port(self) -> int:
@@ -192,7 +188,9 @@ class Config:
 
     @property
     def secret_or_empty(self) -> str:
-        return "" if self.secret == "none" else self.secret
+        from pycable.identity.secrets import application_secret
+
+        return application_secret(self.secret)
 
     def stream_rules(self) -> tuple[StreamRule, ...]:
         return parse_stream_rules(self.stream_history)
@@ -241,6 +239,9 @@ class Config:
             raise ConfigError("--max_message_size is too small")
         if self.ws_max_pending_size < 1024:
             raise ConfigError("--ws_max_pending_size must be at least 1024 bytes")
+        from pycable.supervisor import parse_workers
+
+        parse_workers(self.workers, cpus=1)
         from pycable import registry
 
         for adapter in self.broadcast_adapter:

@@ -21,26 +21,38 @@ def _stamp(record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, worker: str = "") -> None:
+        super().__init__()
+        self.suffix = f" worker={worker}" if worker else ""
+
     def format(self, record: logging.LogRecord) -> str:
         context = record.name.rpartition(".")[2]
-        line = f"{_stamp(record)} {_SHORT.get(record.levelno, 'INF')} {record.getMessage()} context={context}"
+        line = (f"{_stamp(record)} {_SHORT.get(record.levelno, 'INF')} {record.getMessage()} context={context}"
+                f"{self.suffix}")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: str = "") -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         out = {"time": _stamp(record), "level": logging.getLevelName(record.levelno), "msg": record.getMessage(),
                "context": record.name.rpartition(".")[2]}
+        if self.worker:
+            out["worker"] = self.worker
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return orjson.dumps(out).decode()
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(level: str = "info", fmt: str = "text", worker: str = "") -> None:
+    """*worker*: this process's worker number under ``--workers`` (every line then says it)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root = logging.getLogger("pycable")
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))

@@ -8,20 +8,20 @@ from pycable.broker.base import NullBroker
 from pycable.node.controller import LocalController
 from pycable.node.node import Node
 from pycable.transport import http
-from pycable.transport.http import HttpOptions, ServerState
+from pycable.transport.http import HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 
 
 async def _server() -> tuple[Node, Server]:
     node = Node(LocalController(noauth=True, public_streams=True), NullBroker())
     await node.start()
-    server = Server(ServerState(node), "127.0.0.1", 0, HttpOptions(routes={"/health": _ok}))
+    server = Server(ServerState(node), "127.0.0.1", 0, HttpOptions(routes=Router().add("/health", _ok)))
     await server.start()
     return node, server
 
 
-async def _ok(method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    return 200, b"ok"
+async def _ok(req: Request) -> Response:
+    return Response(200, b"ok")
 
 
 async def test_a_client_that_never_finishes_its_head_is_closed(monkeypatch):

@@ -1,6 +1,8 @@
 """RPC applications for the tests, each in its own process: a gRPC app in Python
-(tests/rpc/grpc_app.py, compiled from pycable's ``anycable.proto`` by :func:`compile_proto`)
-and an HTTP RPC app on the real ``@anycable/serverless-js`` (tests/rpc_app/server.mjs).
+(tests/rpc/grpc_app.py, compiled from pycable's ``anycable.proto`` by :func:`compile_proto`),
+an HTTP RPC app on the real ``@anycable/serverless-js`` (tests/rpc_app/server.mjs), and the
+same application written with ``pycable.sdk`` (tests/sdk/chat_app.py), served over gRPC
+(``sdk-grpc``) and HTTP RPC (``sdk-http``) by tests/sdk/app_main.py.
 
 Both speak the same stdio protocol (JSON lines): the app reports every RPC request it gets,
 and the tests wait for those reports (events, not timers).
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "src" / "pycable" / "rpc" / "anycable.proto"
 RPC_APP = ROOT / "tests" / "rpc_app"
 GRPC_APP = Path(__file__).with_name("grpc_app.py")
+SDK_APP = ROOT / "tests" / "sdk" / "app_main.py"
+KINDS = ("grpc", "http", "sdk-grpc", "sdk-http")
 
 Call = dict[str, Any]
 Pred = Callable[[Call], bool]
@@ -78,22 +82,30 @@ def where(method: str | None = None, **body: Any) -> Pred:
 
 
 class RpcApp:
-    """One application process. ``kind`` is ``"grpc"`` or ``"http"``.
+    """One application process. ``kind`` is one of :data:`KINDS`.
 
     Args:
         kind: which app.
         port: listen on this port (0: any; a restarted app reuses its port).
-        secret: the HTTP app requires ``Authorization: Bearer <secret>``.
+        secret: the HTTP apps require ``Authorization: Bearer <secret>``.
         quiet: the app reports nothing (benchmarks): :meth:`calls` stays empty.
+        env: extra environment (the SDK app reads ``ANYCABLE_*`` to broadcast).
     """
 
-    def __init__(self, kind: str, port: int = 0, secret: str = "", quiet: bool = False) -> None:
+    def __init__(
+        self, kind: str, port: int = 0, secret: str = "", quiet: bool = False, env: dict[str, str] | None = None
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown app kind {kind!r}")
         self.kind = kind
         self.port = port
         self.secret = secret
         self.quiet = quiet
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._calls: list[Call] = []
+        #: The SDK app's callback reports (``{"callback": "connect", ...}``).
+        self._events: list[dict[str, Any]] = []
         self._acks = 0
         self._cond = threading.Condition()
         self._listening = threading.Event()
@@ -107,12 +119,17 @@ class RpcApp:
             argv = [sys.executable, str(GRPC_APP), "--pb-dir", pb_dir(), "--port", str(self.port)]
             argv += ["--quiet"] if self.quiet else []
             env = dict(os.environ)
+        elif self.kind.startswith("sdk-"):
+            argv = [sys.executable, str(SDK_APP), "--transport", self.kind[4:], "--port", str(self.port)]
+            argv += ["--quiet"] if self.quiet else []
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ANYCABLE_")}
+            env["ANYCABLE_HTTP_RPC_SECRET"] = self.secret
         else:
             argv = ["node", str(RPC_APP / "server.mjs")]
             env = {**os.environ, "PORT": str(self.port), "RPC_SECRET": self.secret, "QUIET": "1" if self.quiet else ""}
         self._listening.clear()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=ROOT
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env={**env, **self.env}, cwd=ROOT
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
@@ -134,6 +151,8 @@ class RpcApp:
                         self._calls.append(msg["call"])
                     elif "ack" in msg:
                         self._acks += 1
+                    elif "event" in msg:
+                        self._events.append(msg["event"])
                     self._cond.notify_all()
 
     def stderr(self) -> str:
@@ -175,7 +194,7 @@ class RpcApp:
 
     @property
     def rpc_host(self) -> str:
-        if self.kind == "grpc":
+        if self.kind.endswith("grpc"):
             return f"127.0.0.1:{self.port}"
         return f"http://127.0.0.1:{self.port}/_anycable"
 
@@ -195,16 +214,32 @@ class RpcApp:
         return (await self.wait_calls(pred, 1, timeout, after))[0]
 
     async def wait_calls(self, pred: Pred, n: int, timeout: float = 5.0, after: int = 0) -> list[Call]:
+        return await self._wait(self._calls, "calls", pred, n, timeout, after)
+
+    def events(self, pred: Pred | None = None) -> list[dict[str, Any]]:
+        """The SDK app's callback reports so far."""
+        with self._cond:
+            return [e for e in self._events if pred is None or pred(e)]
+
+    def event_mark(self) -> int:
+        with self._cond:
+            return len(self._events)
+
+    async def wait_event(self, pred: Pred, timeout: float = 5.0, after: int = 0) -> dict[str, Any]:
+        """The first SDK callback report from index *after* that matches *pred*."""
+        return (await self._wait(self._events, "events", pred, 1, timeout, after))[0]
+
+    async def _wait(self, items: list[Call], what: str, pred: Pred, n: int, timeout: float, after: int) -> list[Call]:
         def wait() -> list[Call]:
             with self._cond:
                 found: list[Call] = []
 
                 def ready() -> bool:
-                    found[:] = [c for c in self._calls[after:] if pred(c)]
+                    found[:] = [c for c in items[after:] if pred(c)]
                     return len(found) >= n
 
                 if not self._cond.wait_for(ready, timeout):
-                    raise TimeoutError(f"{len(found)}/{n} matching calls; all calls: {self._calls[after:]}")
+                    raise TimeoutError(f"{len(found)}/{n} matching {what}; all {what}: {items[after:]}")
                 return found
 
         return await asyncio.to_thread(wait)
@@ -234,7 +269,7 @@ class RpcApp:
 
     async def erroring(self) -> None:
         """Answer every call with an error: status ERROR (gRPC) or HTTP 500 (HTTP RPC)."""
-        if self.kind == "grpc":
+        if self.kind.endswith("grpc"):
             await self.set_mode(status="ERROR")
         else:
             await self.set_mode(http_status=500)
@@ -244,7 +279,7 @@ class RpcApp:
     def state_in_command(self, call: Call, identifier: str) -> dict[str, Any]:
         """The channel state the app received in a Command (the identifier's istate)."""
         istate = call["body"].get("env", {}).get("istate", {})
-        if self.kind == "grpc":
+        if self.kind != "http":
             return dict(istate)
         # serverless-js keeps {identifier: JSON(state)} as the identifier's istate.
         return json.loads(istate[identifier]) if identifier in istate else {}
@@ -255,7 +290,7 @@ class RpcApp:
         encoded = call["body"].get("env", {}).get("istate", {})[identifier]
         state = json.loads(encoded)
         assert isinstance(state, dict), encoded
-        if self.kind == "grpc":
+        if self.kind != "http":
             return state
         return json.loads(state[identifier])
 

@@ -1,6 +1,7 @@
 """anyt-style scenarios (spec §9.3) against real server processes and real RPC applications:
-a gRPC app in Python built from ``anycable.proto`` and an HTTP RPC app on
-``@anycable/serverless-js``. Every test runs once per backend.
+a gRPC app in Python built from ``anycable.proto``, an HTTP RPC app on
+``@anycable/serverless-js``, and the same application on ``pycable.sdk`` over gRPC and over
+HTTP RPC (tests/sdk/chat_app.py). Every test runs once per backend.
 
 SETUP: ``RpcApp`` (tests/rpc/apps.py) + ``python -m pycable --rpc_host <app>``.
 The apps report every RPC request they get; tests wait for those reports.
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers.client import CableClient
-from helpers.server import ServerProcess
+from helpers.server import ServerProcess, free_port
 from pycable.identity.signed import derive_key
 from rpc.apps import JsClient, RpcApp, node_available, where
 
@@ -39,7 +40,7 @@ def chat(room: str) -> str:
     return json.dumps({"channel": "chat", "room": room})
 
 
-@pytest.fixture(scope="module", params=["grpc", "http"])
+@pytest.fixture(scope="module", params=["grpc", "http", "sdk-grpc", "sdk-http"])
 def backend(request) -> str:
     if request.param == "http" and (why := node_available()):
         pytest.fail(f"{why} (the HTTP RPC tests run a real @anycable/serverless-js app: do not skip them)")
@@ -50,9 +51,11 @@ class Stack:
     """An RPC app and a pycable server using it."""
 
     def __init__(self, kind: str, *extra: str) -> None:
-        self.app = RpcApp(kind, secret=RPC_KEY).start()
+        bport = free_port()  # the SDK app broadcasts there, configured as any SDK app: ANYCABLE_*
+        env = {"ANYCABLE_SECRET": SECRET, "ANYCABLE_BROADCAST_URL": f"http://127.0.0.1:{bport}/_broadcast"}
+        self.app = RpcApp(kind, secret=RPC_KEY, env=env).start()
         try:
-            self.server = ServerProcess("--rpc_host", self.app.rpc_host, *SERVER_ARGS, *extra).start()
+            self.server = ServerProcess("--rpc_host", self.app.rpc_host, *SERVER_ARGS, *extra, bport=bport).start()
         except Exception:
             self.app.stop()
             raise
@@ -143,7 +146,7 @@ class TestConnection:
         assert env["headers"] == {"cookie": "user_session=abc", "x-api-token": "tok", "REMOTE_ADDR": "127.0.0.1"}
         assert "istate" not in env
         assert call["sid"] == welcome["sid"] and call["protov"] == "v1"
-        if app.kind == "http":
+        if app.kind.endswith("http"):
             assert call["auth"] == f"Bearer {RPC_KEY}"
             assert call["content_type"] == "application/json"
         await client.close()
@@ -390,6 +393,7 @@ class TestRestore:
         await client.wait_for(message(lambda m: m == "after-restore"))
         await perform(client, ident, "count")  # the state survived: 1 → 2
         await client.wait_for(message(lambda m: m == {"count": 2}))
+        await app.wait_call(where("command"), after=mark)  # its report may trail the answer
         later = app.calls()[mark:]
         assert [c["method"] for c in later] == ["command"], "no Connect, no Restore without --rpc_restore"
         assert later[0]["sid"] == welcome["sid"] != old_sid
@@ -406,6 +410,7 @@ class TestRestore:
         # Command arrives, every Restore for the restore has been made.
         await perform(client, ident, "count")
         await client.wait_for(message(lambda m: m == {"count": 2}))
+        await s.app.wait_call(where("command"), after=mark)  # its report may trail the answer
         later = s.app.calls()[mark:]
         assert [c["method"] for c in later] == ["restore", "command"]
         restore = later[0]
@@ -442,6 +447,7 @@ class TestRestore:
             await js.wait_event(lambda e: e["event"] == "connect" and e["restored"], after=n)
             js.send(cmd="perform", action="count")  # the channel state survived: 1 → 2
             await js.wait_event(lambda e: e["event"] == "message" and e["data"] == {"count": 2})
+            await s.app.wait_calls(where("command", command="message"), 2, after=mark)  # reports may trail
             later = s.app.calls()[mark:]
             connects = [c for c in later if c["method"] == "connect"]
             restores = [c for c in later if c["method"] == "restore"]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pycable.exceptions import ConfigError, RPCError
-from pycable.identity.signed import derive_key
+from pycable.identity.secrets import http_rpc_secret
 from pycable.rpc import _results
 from pycable.rpc._http11 import HttpClient, HttpProtocolError, HttpResponse
 from pycable.rpc.barrier import (
@@ -258,9 +258,7 @@ def from_config(config: Config) -> HttpController:
     host = config.rpc_host
     if not host.startswith(("http://", "https://")):
         raise ConfigError(f"HTTP RPC needs an http:// or https:// --rpc_host, got {host!r}")
-    secret = config.http_rpc_secret
-    if not secret and config.secret_or_empty:
-        secret = derive_key(config.secret_or_empty, "rpc-cable")
+    secret = http_rpc_secret(config.secret, config.http_rpc_secret)
     barrier = Barrier(
         config.rpc_concurrency,
         (config.rpc_request_timeout or DEFAULT_REQUEST_TIMEOUT * 1000) / 1000,

@@ -1,5 +1,43 @@
-"""HTTP/1.1 front door (httptools): the WebSocket upgrade at ``--path``, health, and the
-broadcast endpoint. Keep-alive is supported; request bodies are capped."""
+"""HTTP/1.1 front door (httptools): routes, streaming responses and the WebSocket upgrade.
+
+Handler API
+-----------
+A route maps a path to an async handler that takes a :class:`Request` and returns a
+:class:`Response` (status, headers, body) or a :class:`StreamResponse`::
+
+    async def hello(req: Request) -> Response:
+        return Response(200, b"hi " + req.param("name", "you").encode())
+
+    router = Router()
+    router.add("/hello", hello)                       # exact path
+    router.add("/ds/", streams, prefix=True)          # any path under /ds/ (longest prefix wins)
+    router.add("/_broadcast", post, check=key_check, max_body=1 << 20)
+
+* **Request**: ``method``, ``path``, raw ``target``, ``query`` (every ``(name, value)`` pair
+  in order) and ``params`` (name → first value), ``headers`` (lower-cased names; repeated
+  headers joined with ``", "``), ``raw_headers`` (as received), ``body`` and ``remote`` (the
+  peer's address).
+* **Head check** (``check=``): called with the request as soon as its head is complete,
+  before any body byte is read (``body`` is still empty). It may return a Response to answer
+  at once (a 401, a 413: the body is then never read and the connection closes), and may set
+  ``req.max_body`` for this request (the route's ``max_body`` is the default; 16 MiB unless
+  given). A ``Content-Length`` over the cap is answered 413 at once; a chunked body is cut at
+  the cap with a 413. ``Expect: 100-continue`` gets its interim ``100 Continue`` after the
+  check passed (not when the request is pipelined behind one still being served).
+* **Streaming** (:class:`StreamResponse`): the head is sent, then ``run(writer)`` produces the
+  body through a :class:`StreamWriter` until it returns or the client is gone; the body is
+  delimited by the connection's close (``Connection: close``, RFC 9112 §6.3), so the bytes
+  written are exactly the bytes on the wire (one encoding can be written to many clients).
+  ``writer.write(data)`` never blocks. Without ``backpressure`` the socket's unsent bytes are
+  capped at ``max_buffer``: past it the client is too slow, ``writer.on_slow`` (if set) writes
+  its last words and the connection closes. With ``backpressure=True`` the producer awaits
+  ``writer.drain()`` (the cap still holds, as a hard limit). ``writer.closed`` is an event set
+  once the client is gone or the stream was closed. On graceful shutdown the server calls
+  ``writer.on_going_away`` (if set) or closes the stream.
+
+Keep-alive and pipelining are supported (answers go out in order); request heads must arrive
+within :data:`HEAD_TIMEOUT` seconds; heads are capped at 64 KiB.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +51,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 from websockets.datastructures import Headers
-from websockets.http11 import Request
+from websockets.http11 import Request as WSRequest
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -22,43 +60,284 @@ from pycable.node.node import new_sid
 from pycable.node.session import Session
 from pycable.protocol import constants as c
 from pycable.rpc.base import Env
+from pycable.transport._sockets import reset
 from pycable.transport.ws import WebSocketConnection, WSOptions
 
 if TYPE_CHECKING:
     from pycable.node.node import Node
 
-__all__ = ["HttpProtocol", "HttpOptions", "Route"]
+__all__ = [
+    "HeadCheck",
+    "Handler",
+    "HttpOptions",
+    "HttpProtocol",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "ServerState",
+    "StreamResponse",
+    "StreamWriter",
+]
 
 log = logging.getLogger("pycable.http")
-
-#: An HTTP route: (method, headers (lower-cased names), body) -> (status, body).
-Route = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 MAX_BODY = 16 << 20
 MAX_HEAD = 64 << 10
 #: Seconds a connection may take to send a request head (from accept, or after the previous
 #: response): a client that opens a socket and sends nothing, or dribbles, is closed.
 HEAD_TIMEOUT = 30.0
+#: Seconds a closing stream gets to flush before its socket is reset.
+STREAM_CLOSE_TIMEOUT = 2.0
+#: The transport's high-water mark for a ``backpressure`` stream (``drain`` waits under it).
+DRAIN_HIGH = 64 << 10
 
 _REASONS = {
+    100: "Continue",
     101: "Switching Protocols",
     200: "OK",
     201: "Created",
+    204: "No Content",
+    304: "Not Modified",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
     413: "Payload Too Large",
     422: "Unprocessable Entity",
     426: "Upgrade Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One HTTP request. ``body`` is empty until the whole body is read (head checks)."""
+
+    method: str
+    target: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    raw_headers: list[tuple[str, str]]
+    remote: str
+    body: bytes = b""
+    #: The body cap for this request (a head check may change it).
+    max_body: int = MAX_BODY
+    #: Query parameters by name, the first value of each.
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            for name, value in self.query:
+                self.params.setdefault(name, value)
+
+    @property
+    def query_string(self) -> str:
+        return self.target.partition("?")[2]
+
+    def header(self, name: str, default: str = "") -> str:
+        """A header by (case-insensitive) name."""
+        return self.headers.get(name.lower(), default)
+
+    def param(self, name: str, default: str = "") -> str:
+        return self.params.get(name, default)
+
+
+@dataclass(slots=True)
+class Response:
+    """A complete response; ``Content-Length`` is added, ``Content-Type`` guessed if absent."""
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """A response whose body ``run`` writes through a :class:`StreamWriter` (see module doc)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    run: Callable[[StreamWriter], Awaitable[None]]
+    max_buffer: int = 1 << 20
+    backpressure: bool = False
+
+
+Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
+HeadCheck = Callable[[Request], "Response | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    check: HeadCheck | None = None
+    max_body: int = MAX_BODY
+
+
+class Router:
+    """Routes by exact path, then by the longest matching prefix."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Route] = {}
+        self.prefixes: list[tuple[str, Route]] = []
+
+    def add(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        prefix: bool = False,
+        check: HeadCheck | None = None,
+        max_body: int = MAX_BODY,
+    ) -> Router:
+        route = Route(handler, check, max_body)
+        if prefix:
+            self.prefixes = [(p, r) for p, r in self.prefixes if p != path] + [(path, route)]
+            self.prefixes.sort(key=lambda item: -len(item[0]))
+        else:
+            self.exact[path] = route
+        return self
+
+    def match(self, path: str) -> Route | None:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for prefix, candidate in self.prefixes:
+            if path.startswith(prefix):
+                return candidate
+        return None
+
+    def __contains__(self, path: str) -> bool:
+        return self.match(path) is not None
+
+
+class StreamWriter:
+    """The body of a :class:`StreamResponse`: write bytes, learn when the client is gone."""
+
+    __slots__ = ("transport", "max_buffer", "backpressure", "closed", "on_slow", "on_going_away",
+                 "_writable", "_abort_timer")
+
+    def __init__(self, transport: asyncio.Transport, max_buffer: int, backpressure: bool) -> None:
+        self.transport = transport
+        self.max_buffer = max_buffer
+        self.backpressure = backpressure
+        #: Set once the client is gone or the stream was closed.
+        self.closed = asyncio.Event()
+        #: Called when the client reads too slowly, before the stream closes (last words).
+        self.on_slow: Callable[[], None] | None = None
+        #: Called on graceful shutdown instead of closing at once (it should close soon).
+        self.on_going_away: Callable[[], None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._abort_timer: asyncio.TimerHandle | None = None
+        transport.set_write_buffer_limits(high=min(max_buffer, DRAIN_HIGH) if backpressure else max_buffer)
+
+    @property
+    def raw_write(self) -> Callable[[bytes], None]:
+        """The socket's own ``write`` (a fan-out writer with no Python call in between: the
+        cap still holds, through the transport's high-water mark); may raise ``RuntimeError``
+        once the socket is gone."""
+        return self.transport.write
+
+    @property
+    def is_closing(self) -> bool:
+        return self.closed.is_set()
+
+    def write(self, data: bytes) -> bool:
+        """Write *data*; False (nothing written) when the stream is closed or the write would
+        pass the cap (the stream is then closed as too slow)."""
+        if self.closed.is_set():
+            return False
+        if self.backpressure and self.transport.get_write_buffer_size() + len(data) > self.max_buffer:
+            self.slow()
+            return False
+        self.transport.write(data)
+        return True
+
+    async def drain(self) -> None:
+        """Wait until the socket's buffer is under the high-water mark (or the stream closed)."""
+        if not self._writable.is_set() and not self.closed.is_set():
+            closed = asyncio.ensure_future(self.closed.wait())
+            writable = asyncio.ensure_future(self._writable.wait())
+            try:
+                await asyncio.wait((closed, writable), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                writable.cancel()
+
+    def close(self) -> None:
+        """End the stream: flush what is buffered, then close (reset after a short timeout)."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self._writable.set()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        pending = transport.get_write_buffer_size()
+        transport.close()
+        if pending:
+            self._abort_timer = asyncio.get_running_loop().call_later(STREAM_CLOSE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        """Reset the connection now (SO_LINGER 0: the kernel drops what the peer never read)."""
+        self._abort_timer = None
+        self.closed.set()
+        reset(self.transport)
+
+    def slow(self) -> None:
+        """The client reads too slowly: last words (``on_slow``), then close."""
+        if self.closed.is_set():
+            return
+        hook, self.on_slow = self.on_slow, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("stream on_slow hook failed")
+        self.close()
+
+    def going_away(self) -> None:
+        """Graceful shutdown."""
+        hook, self.on_going_away = self.on_going_away, None
+        if hook is None:
+            self.close()
+            return
+        try:
+            hook()
+        except Exception:
+            log.exception("stream on_going_away hook failed")
+            self.close()
+
+    # -- from the protocol ------------------------------------------------------------------
+
+    def _paused(self) -> None:
+        if self.backpressure:
+            self._writable.clear()
+        else:
+            self.slow()
+
+    def _resumed(self) -> None:
+        self._writable.set()
+
+    def _lost(self) -> None:
+        self.closed.set()
+        self._writable.set()
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
 
 
 @dataclass(slots=True)
 class HttpOptions:
     ws_paths: frozenset[str] = frozenset({"/cable"})
-    routes: dict[str, Route] = field(default_factory=dict)
+    routes: Router = field(default_factory=Router)
     allowed_origins: tuple[str, ...] = ()
     max_conn: int = 0
     max_message_size: int = 65536
@@ -99,6 +378,20 @@ def _filter_cookies(cookie: str, keep: tuple[str, ...]) -> str:
     return "; ".join(p for p in parts if p.split("=", 1)[0] in keep)
 
 
+def _content_type(body: bytes) -> str:
+    return "application/json" if body[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
+
+
+def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop reading the request (answered already)."""
+
+
 class HttpProtocol(asyncio.Protocol):
     """One accepted TCP connection until it upgrades (or for its HTTP requests)."""
 
@@ -113,8 +406,14 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.head_size = 0
         self.busy = False
-        self.pending: list[tuple[str, str, dict[str, str], bytes, bool]] = []
+        #: Requests to answer, in order, each with its early answer (from the head check) if any.
+        self.pending: list[tuple[Request, Response | None, bool]] = []
+        self.request: Request | None = None
+        self.route: Route | None = None
+        self.early: Response | None = None
         self.upgraded = False
+        #: Reading stopped: the connection closes after the pending answers.
+        self.stopped = False
         #: Raw bytes of the request head being parsed (an upgrade request is re-read by
         #: websockets); bodies are never kept here.
         self.raw = bytearray()
@@ -122,6 +421,8 @@ class HttpProtocol(asyncio.Protocol):
         self.in_body = False
         self.too_large = False
         self.head_timer: asyncio.TimerHandle | None = None
+        #: The streaming response being written, if any.
+        self.writer: StreamWriter | None = None
 
     # -- asyncio ----------------------------------------------------------------------------
 
@@ -133,6 +434,16 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.http.discard(self)
         self._cancel_head_timer()
+        if self.writer is not None:
+            self.writer._lost()
+
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer._paused()
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer._resumed()
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -149,6 +460,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return  # answered and closing, or streaming: nothing more is read
         kept = not self.in_body
         if kept:
             self.raw += data
@@ -156,21 +469,24 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if not kept:  # an upgrade pipelined behind a request body: not supported
-                self._respond(400, b"malformed upgrade request", close=True)
+                self._answer_now(Response(400, b"malformed upgrade request"))
                 return
             offset = upgrade.args[0] if upgrade.args else len(data)
             head = bytes(self.raw[: len(self.raw) - len(data) + offset])
             self._upgrade(head, data[offset:])
         except httptools.HttpParserError as exc:
-            if self.too_large:
-                self._respond(413, b"request body too large", close=True)
+            if self.stopped:  # a head check (or the body cap) answered already
+                self._serve_soon()
+            elif self.too_large:
+                self._answer_now(Response(413, b"request body too large"))
             else:
-                self._respond(400, f"malformed HTTP request: {exc}".encode(), close=True)
+                self._answer_now(Response(400, f"malformed HTTP request: {exc}".encode()))
 
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.url, self.headers, self.body, self.body_size, self.head_size = b"", [], [], 0, 0
+        self.request, self.route, self.early = None, None, None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -187,10 +503,39 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_body = True
         self._cancel_head_timer()
+        if self.parser.should_upgrade():
+            return  # handled by HttpParserUpgrade
+        request = self.request = self._new_request()
+        route = self.route = self.options.routes.match(request.path)
+        headers = request.headers
+        has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+        early = None
+        if route is not None:
+            request.max_body = route.max_body
+            if route.check is not None:
+                early = route.check(request)
+        if early is None and has_body:
+            try:
+                declared = int(headers.get("content-length", "0"))
+            except ValueError:
+                declared = 0
+            if declared > request.max_body:
+                early = Response(413, b"request body too large")
+        if early is not None:
+            self.early = early
+            if has_body:  # answer without reading the body, then close
+                self.pending.append((request, early, False))
+                self.stopped = True
+                raise _Stop()
+            return
+        if has_body and headers.get("expect", "").lower() == "100-continue" and not self.busy and not self.pending:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
-        if self.body_size > MAX_BODY:  # answered 413 and closed at once, not read to the end
+        limit = self.request.max_body if self.request is not None else MAX_BODY
+        if self.body_size > limit:  # answered 413 and closed at once, not read to the end
             self.too_large = True
             raise httptools.HttpParserError("request body too large")
         self.body.append(body)
@@ -198,55 +543,116 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.parser.should_upgrade():
             return  # handled by HttpParserUpgrade
-        method = self.parser.get_method().decode()
-        path = urlsplit(self.url.decode("latin-1")).path
-        headers = {k.lower(): v for k, v in self.headers}
-        keep_alive = self.parser.should_keep_alive()
+        request = self.request
+        assert request is not None
+        request.body = b"".join(self.body)
+        self.body = []
         self.raw.clear()  # requests are not pipelined into an upgrade; keep the buffer small
         self.in_body = False
-        self.pending.append((method, path, headers, b"".join(self.body), keep_alive))
+        self.pending.append((request, self.early, self.parser.should_keep_alive()))
+        self._serve_soon()
+
+    def _new_request(self) -> Request:
+        target = self.url.decode("latin-1")
+        split = urlsplit(target)
+        headers: dict[str, str] = {}
+        for name, value in self.headers:
+            key = name.lower()
+            prev = headers.get(key)
+            headers[key] = value if prev is None else prev + ("; " if key == "cookie" else ", ") + value
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return Request(
+            method=self.parser.get_method().decode(),
+            target=target,
+            path=split.path,
+            query=parse_qsl(split.query, keep_blank_values=True),
+            headers=headers,
+            raw_headers=self.headers,
+            remote=peer[0] if isinstance(peer, tuple) else "",
+        )
+
+    # -- plain HTTP -------------------------------------------------------------------------
+
+    def _answer_now(self, response: Response) -> None:
+        """A request that cannot be parsed: answer it after those pending, then close."""
+        self.stopped = True
+        request = Request("GET", "", "", [], {}, [], "")
+        self.pending.append((request, response, False))
+        self._serve_soon()
+
+    def _serve_soon(self) -> None:
         if not self.busy:
             self.busy = True
             asyncio.get_running_loop().create_task(self._serve())
 
-    # -- plain HTTP -------------------------------------------------------------------------
-
     async def _serve(self) -> None:
         try:
             while self.pending:
-                method, path, headers, body, keep_alive = self.pending.pop(0)
-                route = self.options.routes.get(path)
-                if path in self.options.ws_paths:
-                    status, out = 426, b"WebSocket upgrade required"
+                request, early, keep_alive = self.pending.pop(0)
+                close = not keep_alive or (self.stopped and not self.pending)
+                if early is not None:
+                    self._respond(request, early, close)
+                    continue
+                route = self.options.routes.match(request.path)
+                result: Response | StreamResponse
+                if request.path in self.options.ws_paths:
+                    result = Response(426, b"WebSocket upgrade required")
                 elif route is None:
-                    status, out = 404, b"not found"
+                    result = Response(404, b"not found")
                 else:
                     try:
-                        status, out = await route(method, headers, body)
+                        result = await route.handler(request)
                     except Exception:
-                        log.exception("HTTP handler failed for %s", path)
-                        status, out = 500, b"internal error"
-                self._respond(status, out, close=not keep_alive, head=method == "HEAD")
+                        log.exception("HTTP handler failed for %s", request.path)
+                        result = Response(500, b"internal error")
+                if isinstance(result, StreamResponse):
+                    await self._stream(request, result)
+                    return
+                self._respond(request, result, close)
         finally:
             self.busy = False
-            if self.transport is not None and not self.transport.is_closing():
-                self._arm_head_timer()  # the next request on this connection
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                if self.stopped and self.writer is None:
+                    transport.close()
+                else:
+                    self._arm_head_timer()  # the next request on this connection
 
-    def _respond(self, status: int, body: bytes, close: bool = False, head: bool = False) -> None:
+    def _respond(self, request: Request, response: Response, close: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        ctype = "application/json" if body[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-            f"Content-Length: {len(body)}",
-            f"Content-Type: {ctype}",
-        ]
+        body = response.body
+        headers = list(response.headers)
+        names = {name.lower() for name, _ in headers}
+        if "content-type" not in names and (body or response.status >= 400):
+            headers.append(("Content-Type", _content_type(body)))
+        if "content-length" not in names:
+            headers.append(("Content-Length", str(len(body))))
         if close:
-            lines.append("Connection: close")
-        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body))
+            headers.append(("Connection", "close"))
+        transport.write(_head(response.status, headers) + (b"" if request.method == "HEAD" else body))
         if close:
             transport.close()
+
+    async def _stream(self, request: Request, response: StreamResponse) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.stopped = True  # the body is delimited by the close: nothing more is read
+        self.pending.clear()
+        if transport.is_closing():
+            return
+        transport.write(_head(response.status, [*response.headers, ("Connection", "close")]))
+        if request.method == "HEAD":
+            transport.close()
+            return
+        writer = self.writer = StreamWriter(transport, response.max_buffer, response.backpressure)
+        try:
+            await response.run(writer)
+        except Exception:
+            log.exception("HTTP stream failed for %s", request.path)
+        finally:
+            writer.close()
 
     # -- WebSocket upgrade --------------------------------------------------------------------
 
@@ -256,13 +662,13 @@ class HttpProtocol(asyncio.Protocol):
         split = urlsplit(self.url.decode("latin-1"))
         headers = Headers(self.headers)
         if split.path not in opts.ws_paths:
-            self._respond(404, b"not found", close=True)
+            self._answer_now(Response(404, b"not found"))
             return
         if not origin_allowed(headers.get("Origin"), opts.allowed_origins):
-            self._respond(403, b"origin not allowed", close=True)
+            self._answer_now(Response(403, b"origin not allowed"))
             return
         if server.shutting_down or (opts.max_conn and len(server.connections) >= opts.max_conn):
-            self._respond(503, b"too many connections", close=True)
+            self._answer_now(Response(503, b"too many connections"))
             return
         proto = ServerProtocol(
             subprotocols=[Subprotocol(p) for p in c.SUBPROTOCOLS],
@@ -271,8 +677,11 @@ class HttpProtocol(asyncio.Protocol):
         )
         proto.receive_data(head)
         events = proto.events_received()
-        if not events or not isinstance(events[0], Request):
-            self._respond(400, b"malformed upgrade request", close=True)
+        if not events or not isinstance(events[0], WSRequest):
+            self._answer_now(Response(400, b"malformed upgrade request"))
+            return
+        if self.busy or self.pending:  # an upgrade pipelined behind a request: not supported
+            self._answer_now(Response(400, b"malformed upgrade request"))
             return
         response = proto.accept(events[0])
         if opts.version:
@@ -284,6 +693,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.upgraded = True
+        self.stopped = True
         self._cancel_head_timer()
         self.server.http.discard(self)
         subprotocol = response_subprotocol(proto)
@@ -297,7 +707,9 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         assert self.transport is not None
         opts, node = self.options, self.server.node
-        query = dict(parse_qsl(query_string))
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(query_string):
+            query.setdefault(name, value)
         ext = subprotocol == c.ACTIONCABLE_V1_EXT_JSON
         interval = opts.ws.ping_interval
         if "pi" in query:

@@ -23,6 +23,7 @@ class Server:
         host, port: the main listener (WebSocket, health, routes).
         options: main-port options.
         extra: ``(port, options)`` for a second HTTP-only listener (the broadcast port).
+        reuse_port: bind with ``SO_REUSEPORT`` (``--workers``: the workers share the ports).
     """
 
     def __init__(
@@ -32,25 +33,29 @@ class Server:
         port: int,
         options: HttpOptions,
         extra: tuple[int, HttpOptions] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.state = state
         self.host = host
         self.port = port
         self.options = options
         self.extra = extra
+        self.reuse_port = reuse_port or None
         self.servers: list[asyncio.Server] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         main = await loop.create_server(
-            lambda: HttpProtocol(self.state, self.options), self.host, self.port, backlog=4096, reuse_address=True
+            lambda: HttpProtocol(self.state, self.options), self.host, self.port, backlog=4096, reuse_address=True,
+            reuse_port=self.reuse_port,
         )
         self.servers.append(main)
         self.port = main.sockets[0].getsockname()[1]
         if self.extra is not None:
             port, opts = self.extra
             srv = await loop.create_server(
-                lambda: HttpProtocol(self.state, opts), self.host, port, backlog=1024, reuse_address=True
+                lambda: HttpProtocol(self.state, opts), self.host, port, backlog=1024, reuse_address=True,
+                reuse_port=self.reuse_port,
             )
             self.servers.append(srv)
             self.extra = (srv.sockets[0].getsockname()[1], opts)
@@ -66,7 +71,9 @@ class Server:
             conn.send_frame(frame)
             conn.close(c.CLOSE_GOING_AWAY, "Server restart")
         for proto in list(self.state.http):
-            if proto.transport is not None and not proto.busy:
+            if proto.writer is not None:  # a streaming response: its own goodbye, or closed
+                proto.writer.going_away()
+            elif proto.transport is not None and not proto.busy:
                 proto.transport.close()
         if self.state.connections:
             try:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from pycable.protocol import messages
 from pycable.protocol.codec import Command, decode_command
 from pycable.protocol.framing import close_frame, text_frame
 from pycable.protocol.session import FloodGuard, Heartbeat, ping_timestamp
+from pycable.transport._sockets import reset
 
 if TYPE_CHECKING:
     from pycable.node.node import Node
@@ -55,7 +54,6 @@ class WSOptions:
 
 
 _ping_cache: tuple[int, str, bytes] = (0, "", b"")
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _ping_frame(now: float, precision: str) -> bytes:
@@ -276,13 +274,7 @@ class WebSocketConnection(asyncio.Protocol):
         holding it (up to the socket buffer, megabytes) until a FIN-WAIT timeout."""
         self.close_timer = None
         if not self.lost:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
-            self.transport.abort()
+            reset(self.transport)
 
     def _arm(self, now: float) -> None:
         self.timer = self.loop.call_at(
