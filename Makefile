@@ -44,6 +44,7 @@ test: install $(NODE_STAMP) $(RPC_APP_STAMP)
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install $(NODE_STAMP)
 	$(BIN)/python bench/fanout.py

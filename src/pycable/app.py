@@ -94,6 +94,9 @@ class App:
                 disconnect_mode=config.disconnect_mode,
                 disconnect_rate=config.disconnect_rate,
                 shutdown_timeout=config.shutdown_timeout,
+                env_headers=tuple(h.lower() for h in config.headers),
+                proxy_cookies=tuple(config.proxy_cookies),
+                jwt_header=f"x-{config.jwt_param}".lower() if config.jwt_secret or config.secret_or_empty else "",
             ),
         )
         self.state = ServerState(self.node)
@@ -114,18 +117,14 @@ class App:
             write_timeout=config.ws_write_timeout,
             pong_all=config.enable_native_pings,
         )
-        jwt_on = bool(config.jwt_secret or config.secret_or_empty)
         main = HttpOptions(
             ws_paths=frozenset(config.path),
             routes=Router().add(config.health_path, _health),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
-            headers=tuple(h.lower() for h in config.headers),
-            proxy_cookies=tuple(config.proxy_cookies),
             version=__version__,
             ws=ws,
-            jwt_header=f"x-{config.jwt_param}".lower() if jwt_on else "",
         )
         extra = None
         if self.http_broadcaster is not None:
