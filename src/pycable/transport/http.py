@@ -59,7 +59,7 @@ from websockets.typing import Subprotocol
 
 from pycable.node.port import Handshake, NodePort
 from pycable.protocol import constants as c
-from pycable.transport._sockets import reset
+from pycable.transport._sockets import rearm, reset
 from pycable.transport.ws import WebSocketConnection, WSOptions
 
 __all__ = [
@@ -479,13 +479,10 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def _arm_body_timer(self) -> None:
-        self._cancel_body_timer()
-        self.body_timer = asyncio.get_running_loop().call_later(BODY_TIMEOUT, self._body_timeout)
+        self.body_timer = rearm(self.body_timer, BODY_TIMEOUT, self._body_timeout)
 
     def _cancel_body_timer(self) -> None:
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
+        self.body_timer = rearm(self.body_timer)
 
     def _body_timeout(self) -> None:
         self.body_timer = None
@@ -493,13 +490,10 @@ class HttpProtocol(asyncio.Protocol):
             self._answer_now(Response(408, b"request body timeout"))
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self.head_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._head_timeout)
+        self.head_timer = rearm(self.head_timer, HEAD_TIMEOUT, self._head_timeout)
 
     def _cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        self.head_timer = rearm(self.head_timer)
 
     def _head_timeout(self) -> None:
         self.head_timer = None
