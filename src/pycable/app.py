@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import signal
+from typing import TYPE_CHECKING
 
 from pycable import __version__, registry
 from pycable.broadcast.base import Broadcaster
@@ -18,6 +19,9 @@ from pycable.config import Config
 from pycable.exceptions import ConfigError
 from pycable.identity import secrets
 from pycable.log import setup_logging
+from pycable.metrics.base import Instrumenter
+from pycable.metrics.log import LogInstrumenter
+from pycable.metrics.stats import Stats
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
@@ -26,6 +30,9 @@ from pycable.supervisor import notify_ready, worker_id
 from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.ws import WSOptions
+
+if TYPE_CHECKING:
+    from pycable.metrics.prometheus import PrometheusInstrumenter
 
 __all__ = ["App", "run", "build_controller"]
 
@@ -135,9 +142,41 @@ class App:
             else:
                 routes = Router().add(config.http_broadcast_path, route).add(config.health_path, self._health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
+        # Metrics are read from the components' integer counters when asked (pycable.metrics).
+        self.stats = Stats(self.node, [b for b in (self.http_broadcaster, *self.broadcasters) if b is not None])
+        self.instrumenters: list[Instrumenter] = []
+        self.prometheus: PrometheusInstrumenter | None = None
+        self.metrics_server: Server | None = None
+        if config.metrics_http:
+            self._mount_metrics(main, extra)
+        if config.stats_refresh_interval > 0:
+            self.instrumenters.append(LogInstrumenter(config.stats_refresh_interval))
         self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
         #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
         self._begun: set[object] = set()
+
+    def _mount_metrics(self, main: HttpOptions, extra: tuple[int, HttpOptions] | None) -> None:
+        """``--metrics_http``: on the main port, the broadcast port when it is the same, or a
+        listener of its own (``--metrics_port``)."""
+        config = self.config
+        try:
+            from pycable.metrics.prometheus import CONTENT_TYPE, PrometheusInstrumenter
+        except ImportError:
+            raise ConfigError("--metrics_http needs prometheus-client: pip install 'pycable[prometheus]'") from None
+        prometheus = self.prometheus = PrometheusInstrumenter()
+        self.instrumenters.append(prometheus)
+
+        async def route(req: Request) -> Response:
+            return Response(200, prometheus.render(), [("Content-Type", CONTENT_TYPE)])
+
+        port = config.metrics_port
+        if port in (0, config.port) and config.metrics_host in ("", config.host):
+            main.routes.add(config.metrics_http, route)
+        elif extra is not None and port == extra[0] and config.metrics_host in ("", config.host):
+            extra[1].routes.add(config.metrics_http, route)
+        else:
+            options = HttpOptions(ws_paths=frozenset(), routes=Router().add(config.metrics_http, route))
+            self.metrics_server = Server(ServerState(self.node), config.metrics_host or config.host, port, options)
 
     def health(self) -> list[str]:
         """Why the server is not ready: one line per configured broker, pub/sub or broadcaster
@@ -202,6 +241,16 @@ class App:
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
+        if self.metrics_server is not None:
+            self._begun.add("metrics")
+            await self.metrics_server.start()
+        if self.prometheus is not None:
+            where = self.metrics_server or self.server
+            self.prometheus.url = f"http://{where.host}:{where.port}{cfg.metrics_http}"
+        self._begun.add("instrumenters")
+        for instrumenter in self.instrumenters:
+            await instrumenter.start(self.stats.read)
+            _context("metrics").info("%s", instrumenter.describe())
         for problem in self.health():
             log.warning("not ready: %s (%s answers 503 until it is)", problem, cfg.health_path)
 
@@ -213,6 +262,11 @@ class App:
                 "Shutting down... (hit Ctrl-C to stop immediately or wait for up to %gs for graceful shutdown)",
                 self.config.shutdown_timeout,
             )
+        if "instrumenters" in begun:
+            for instrumenter in self.instrumenters:
+                await instrumenter.shutdown()
+        if self.metrics_server is not None and "metrics" in begun:
+            await self.metrics_server.shutdown(0)
         if self.http_broadcaster is not None and "http_broadcaster" in begun:
             await self.http_broadcaster.shutdown()
         for broadcaster in reversed(self.broadcasters):

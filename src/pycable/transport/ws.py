@@ -212,6 +212,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._close_with(bad.close)
 
     def _close_with(self, close: Close) -> None:
+        self.node.count_closed(close.reason)
         self.send_frame(text_frame(messages.disconnect(close.reason, close.reconnect)))
         self.close(close.code, close.text)
 
@@ -248,6 +249,7 @@ class WebSocketConnection(asyncio.Protocol):
     def _too_slow(self) -> None:
         sid = self.session.sid if self.session else "-"
         log.info("closing sid=%s: write buffer over %d bytes (too_slow)", sid, self.options.max_pending)
+        self.node.count_closed(c.TOO_SLOW)
         self._stop_sending()
         self.transport.write(text_frame(messages.disconnect(c.TOO_SLOW, True)))
         self.transport.write(close_frame(c.CLOSE_NORMAL, "Too slow"))
