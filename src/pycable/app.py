@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pycable import __version__, registry
 from pycable.broadcast.base import Broadcaster
@@ -59,15 +60,22 @@ def build_controller(config: Config) -> LocalController:
     )
 
 
-def capability_warnings(broker: Broker, pubsub: Subscriber, broadcasters: list[Broadcaster]) -> list[str]:
-    """Combinations that work but do not do what one may expect (style rule 3)."""
+def capability_warnings(
+    broker: Broker, pubsub: Subscriber, broadcasters: list[Broadcaster], adapters_chosen: bool = True
+) -> list[str]:
+    """Combinations that work but do not do what one may expect, checked before listening.
+
+    *adapters_chosen*: the broadcast adapters were set by the user (not by ``--presets``,
+    whose choice of a fan-out broadcaster next to a broker is deliberate: it serves
+    applications that publish with AnyCable's legacy broadcasters).
+    """
     warnings = []
     if pubsub.is_multi_node and broker.supports_history and not broker.is_distributed:
         warnings.append(
             "a multi-node pub/sub with a single-node broker: history and sessions live only on the node "
             "that registered them, so clients resuming on another node get no history; use --broker=redis or nats"
         )
-    if broker.supports_history:
+    if broker.supports_history and adapters_chosen:
         for b in broadcasters:
             if b.is_fanout:
                 warnings.append(
@@ -209,7 +217,8 @@ class App:
             log.info("load presets presets=%s", ",".join(self.presets))
         if cfg.public:
             log.warning("Server is running in the public mode")
-        for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters):
+        chosen = "broadcast_adapter" in cfg.explicit
+        for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters, chosen):
             log.warning("%s", warning)
         # What began starting is shut down (in reverse) even if its start failed half-way.
         if self.enats is not None:
@@ -223,6 +232,12 @@ class App:
         _context("pubsub").info("%s", pubsub_line)
         for line in controller_lines:
             log.info("%s", line)
+        if cfg.uses_rpc and not await rpc_answers(cfg.rpc_host):
+            log.warning(
+                "no application answers RPC at %s (%s): every connection is refused until one does. Start your "
+                "application, or run without one: --public (development), --noauth, or JWT identification "
+                "(--jwt_secret or --secret, with --enforce_jwt)", cfg.rpc_host, cfg.rpc_kind,
+            )
         if self.http_broadcaster is not None:
             self._begun.add("http_broadcaster")
             await self.http_broadcaster.start(self.node)
@@ -282,6 +297,31 @@ class App:
         if self.enats is not None and "enats" in begun:
             await self.enats.shutdown()
         begun.clear()
+
+
+async def rpc_answers(rpc_host: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at ``--rpc_host`` (its first target; a Unix socket
+    or an address we cannot parse counts as answering: the RPC calls will tell)."""
+    if rpc_host.startswith(("http://", "https://")):
+        parts = urlsplit(rpc_host)
+        host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+    else:
+        target = rpc_host.removeprefix("grpc-list://").split(",")[0].strip()
+        target = target.removeprefix("grpc://").removeprefix("dns:///").removeprefix("dns:")
+        if target.startswith("unix:"):
+            return True
+        name, _, number = target.rpartition(":")
+        if not number.isdigit():
+            return True
+        host, port = name.strip("[]") or "localhost", int(number)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _context(name: str) -> logging.Logger:
