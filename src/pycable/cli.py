@@ -78,9 +78,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args: dict[str, Any] = vars(build_parser().parse_args(argv))
     try:
         config = load_config(args)
-        from pycable.app import run
+        from pycable import supervisor
 
-        code = run(config)
+        if not supervisor.worker_id() and supervisor.parse_workers(config.workers) > 1:
+            code = supervisor.run(config, list(sys.argv[1:] if argv is None else argv))
+        else:
+            from pycable.app import run
+
+            code = run(config)
     except ConfigError as exc:
         print(f"pycable: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
