@@ -58,6 +58,9 @@ SERVERS: dict[str, list[str]] = {
     "bare": [str(PYTHON), str(BENCH / "bare_server.py")],
     "pycable": [str(PYTHON), "-m", "pycable", "--public"],
     "pycable-memory": [str(PYTHON), "-m", "pycable", "--public", "--broker", "memory"],
+    # Metrics on (Prometheus endpoint and a stats line every second): compare with "pycable".
+    "pycable-metrics": [str(PYTHON), "-m", "pycable", "--public", "--metrics_http", "/metrics",
+                        "--stats_refresh_interval", "1"],
     # The same server, its clients on Server-Sent Events (GET /events?stream=bench).
     "pycable-sse": [str(PYTHON), "-m", "pycable", "--public", "--sse"],
 }

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers.server import ROOT, free_port
+from helpers.server import ROOT, ServerProcess, free_port
 from pycable import app as app_module
 from pycable.config import Config
 
@@ -81,3 +81,25 @@ async def test_a_failed_start_is_exit_code_1_and_stops_what_started(monkeypatch,
     assert await asyncio.wait_for(app_module.serve(Config(public=True, port=0)), 10) == 1
     assert len(shutdowns) == 1
     assert "cannot start: [Errno 98] address already in use" in caplog.text
+
+
+def test_rpc_mode_with_no_application_says_so_once_with_the_rpc_less_flags():
+    with ServerProcess("--broker=memory", f"--rpc_host=127.0.0.1:{free_port()}") as srv:
+        lines = [line for line in srv.log().splitlines() if "no application answers RPC" in line]
+    assert len(lines) == 1 and " WRN " in lines[0], lines
+    for flag in ("--public", "--noauth", "--jwt_secret", "--enforce_jwt"):
+        assert flag in lines[0]
+
+
+@pytest.mark.redis
+def test_presets_do_not_warn_about_the_broadcasters_they_picked():
+    from helpers.redis_server import redis_url
+
+    tag = f"pycable-test-presets-{os.getpid()}"
+    redis = ["--public", f"--redis_url={redis_url()}", f"--redis_prefix={tag}:", f"--redisx_stream={tag}",
+             f"--redis_channel={tag}", f"--redis_pubsub_channel={tag}:internal"]  # fmt: skip
+    with ServerProcess("--presets=broker", *redis) as srv:
+        assert "provider=redis " in srv.log()  # the preset's legacy broadcaster is there…
+        assert "bypasses the broker" not in srv.log()  # …and chosen on purpose: no warning
+    with ServerProcess("--broker=memory", "--broadcast_adapter=http,redis", *redis) as srv:
+        assert "WRN the fan-out broadcaster RedisPubSubBroadcaster bypasses the broker" in srv.log()

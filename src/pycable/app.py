@@ -9,6 +9,8 @@ import logging
 import os
 import resource
 import signal
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pycable import __version__, registry
 from pycable.broadcast.base import Broadcaster
@@ -18,6 +20,9 @@ from pycable.config import Config
 from pycable.exceptions import ConfigError
 from pycable.identity import secrets
 from pycable.log import setup_logging
+from pycable.metrics.base import Instrumenter
+from pycable.metrics.log import LogInstrumenter
+from pycable.metrics.stats import Stats
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
@@ -27,6 +32,9 @@ from pycable.transport.http import Handler, HeadCheck, HttpOptions, Request, Res
 from pycable.transport.server import Server
 from pycable.transport.sse import SSEHandler, SSEOptions
 from pycable.transport.ws import WSOptions
+
+if TYPE_CHECKING:
+    from pycable.metrics.prometheus import PrometheusInstrumenter
 
 __all__ = ["App", "run", "build_controller"]
 
@@ -53,15 +61,22 @@ def build_controller(config: Config) -> LocalController:
     )
 
 
-def capability_warnings(broker: Broker, pubsub: Subscriber, broadcasters: list[Broadcaster]) -> list[str]:
-    """Combinations that work but do not do what one may expect (style rule 3)."""
+def capability_warnings(
+    broker: Broker, pubsub: Subscriber, broadcasters: list[Broadcaster], adapters_chosen: bool = True
+) -> list[str]:
+    """Combinations that work but do not do what one may expect, checked before listening.
+
+    *adapters_chosen*: the broadcast adapters were set by the user (not by ``--presets``,
+    whose choice of a fan-out broadcaster next to a broker is deliberate: it serves
+    applications that publish with AnyCable's legacy broadcasters).
+    """
     warnings = []
     if pubsub.is_multi_node and broker.supports_history and not broker.is_distributed:
         warnings.append(
             "a multi-node pub/sub with a single-node broker: history and sessions live only on the node "
             "that registered them, so clients resuming on another node get no history; use --broker=redis or nats"
         )
-    if broker.supports_history:
+    if broker.supports_history and adapters_chosen:
         for b in broadcasters:
             if b.is_fanout:
                 warnings.append(
@@ -160,9 +175,41 @@ class App:
             self.ds = ds_from_config(config, self.node)
             prefix, handler, check, max_body = ds_route(self.ds, config.ds_path, tuple(config.allowed_origins))
             main.routes.add(prefix, handler, prefix=True, check=check, max_body=max_body)
+        # Metrics are read from the components' integer counters when asked (pycable.metrics).
+        self.stats = Stats(self.node, [b for b in (self.http_broadcaster, *self.broadcasters) if b is not None])
+        self.instrumenters: list[Instrumenter] = []
+        self.prometheus: PrometheusInstrumenter | None = None
+        self.metrics_server: Server | None = None
+        if config.metrics_http:
+            self._mount_metrics(main, extra)
+        if config.stats_refresh_interval > 0:
+            self.instrumenters.append(LogInstrumenter(config.stats_refresh_interval))
         self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
         #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
         self._begun: set[object] = set()
+
+    def _mount_metrics(self, main: HttpOptions, extra: tuple[int, HttpOptions] | None) -> None:
+        """``--metrics_http``: on the main port, the broadcast port when it is the same, or a
+        listener of its own (``--metrics_port``)."""
+        config = self.config
+        try:
+            from pycable.metrics.prometheus import CONTENT_TYPE, PrometheusInstrumenter
+        except ImportError:
+            raise ConfigError("--metrics_http needs prometheus-client: pip install 'pycable[prometheus]'") from None
+        prometheus = self.prometheus = PrometheusInstrumenter()
+        self.instrumenters.append(prometheus)
+
+        async def route(req: Request) -> Response:
+            return Response(200, prometheus.render(), [("Content-Type", CONTENT_TYPE)])
+
+        port = config.metrics_port
+        if port in (0, config.port) and config.metrics_host in ("", config.host):
+            main.routes.add(config.metrics_http, route)
+        elif extra is not None and port == extra[0] and config.metrics_host in ("", config.host):
+            extra[1].routes.add(config.metrics_http, route)
+        else:
+            options = HttpOptions(ws_paths=frozenset(), routes=Router().add(config.metrics_http, route))
+            self.metrics_server = Server(ServerState(self.node), config.metrics_host or config.host, port, options)
 
     def health(self) -> list[str]:
         """Why the server is not ready: one line per configured broker, pub/sub or broadcaster
@@ -207,7 +254,8 @@ class App:
             log.info("load presets presets=%s", ",".join(self.presets))
         if cfg.public:
             log.warning("Server is running in the public mode")
-        for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters):
+        chosen = "broadcast_adapter" in cfg.explicit
+        for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters, chosen):
             log.warning("%s", warning)
         # What began starting is shut down (in reverse) even if its start failed half-way.
         if self.enats is not None:
@@ -221,6 +269,12 @@ class App:
         _context("pubsub").info("%s", pubsub_line)
         for line in controller_lines:
             log.info("%s", line)
+        if cfg.uses_rpc and not await rpc_answers(cfg.rpc_host):
+            log.warning(
+                "no application answers RPC at %s (%s): every connection is refused until one does. Start your "
+                "application, or run without one: --public (development), --noauth, or JWT identification "
+                "(--jwt_secret or --secret, with --enforce_jwt)", cfg.rpc_host, cfg.rpc_kind,
+            )
         if self.http_broadcaster is not None:
             self._begun.add("http_broadcaster")
             await self.http_broadcaster.start(self.node)
@@ -244,6 +298,16 @@ class App:
         if self.ds is not None:
             log.info("Handle Durable Streams requests at http://%s:%d%s/<stream>", cfg.host, self.server.port,
                      cfg.ds_path.rstrip("/"))
+        if self.metrics_server is not None:
+            self._begun.add("metrics")
+            await self.metrics_server.start()
+        if self.prometheus is not None:
+            where = self.metrics_server or self.server
+            self.prometheus.url = f"http://{where.host}:{where.port}{cfg.metrics_http}"
+        self._begun.add("instrumenters")
+        for instrumenter in self.instrumenters:
+            await instrumenter.start(self.stats.read)
+            _context("metrics").info("%s", instrumenter.describe())
         for problem in self.health():
             log.warning("not ready: %s (%s answers 503 until it is)", problem, cfg.health_path)
 
@@ -255,6 +319,11 @@ class App:
                 "Shutting down... (hit Ctrl-C to stop immediately or wait for up to %gs for graceful shutdown)",
                 self.config.shutdown_timeout,
             )
+        if "instrumenters" in begun:
+            for instrumenter in self.instrumenters:
+                await instrumenter.shutdown()
+        if self.metrics_server is not None and "metrics" in begun:
+            await self.metrics_server.shutdown(0)
         if self.http_broadcaster is not None and "http_broadcaster" in begun:
             await self.http_broadcaster.shutdown()
         for broadcaster in reversed(self.broadcasters):
@@ -270,6 +339,31 @@ class App:
         if self.enats is not None and "enats" in begun:
             await self.enats.shutdown()
         begun.clear()
+
+
+async def rpc_answers(rpc_host: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at ``--rpc_host`` (its first target; a Unix socket
+    or an address we cannot parse counts as answering: the RPC calls will tell)."""
+    if rpc_host.startswith(("http://", "https://")):
+        parts = urlsplit(rpc_host)
+        host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+    else:
+        target = rpc_host.removeprefix("grpc-list://").split(",")[0].strip()
+        target = target.removeprefix("grpc://").removeprefix("dns:///").removeprefix("dns:")
+        if target.startswith("unix:"):
+            return True
+        name, _, number = target.rpartition(":")
+        if not number.isdigit():
+            return True
+        host, port = name.strip("[]") or "localhost", int(number)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _context(name: str) -> logging.Logger:

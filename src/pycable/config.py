@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Config", "option", "GROUPS", "load_config", "parse_stream_rules"]
 
 GROUPS = ("server", "websocket", "sse", "auth", "streams", "broadcast", "broker", "ds", "pubsub", "redis", "nats", "rpc",
-          "log")
+          "metrics", "log")
 
 
 def option(
@@ -181,6 +181,12 @@ class Config:
                                       flag="proxy-cookies", kind="list")
     disconnect_mode: str = option("auto", "Disconnect calls: auto, always, never", "rpc",
                                   choices=("auto", "always", "never"))
+    # -- metrics ---------------------------------------------------------------------------
+    metrics_http: str = option("", "Serve Prometheus metrics at this path, e.g. /metrics (needs the prometheus "
+                                   "extra); empty: off", "metrics")
+    metrics_host: str = option("", "Host of the metrics listener (default: --host)", "metrics")
+    metrics_port: int = option(0, "Port of the metrics listener (default: the main port)", "metrics")
+    stats_refresh_interval: float = option(5.0, "Seconds between two stats lines in the log (0: none)", "metrics")
     # -- log -------------------------------------------------------------------------------
     log_level: str = option("info", "Log level: debug, info, warn, error", "log",
                             choices=("debug", "info", "warn", "warning", "error"))
@@ -266,6 +272,10 @@ class Config:
             raise ConfigError("--ping_interval must be positive")
         if self.max_message_size < 128:
             raise ConfigError("--max_message_size is too small")
+        if self.metrics_http and not self.metrics_http.startswith("/"):
+            raise ConfigError("--metrics_http must be a path starting with / (e.g. /metrics)")
+        if self.stats_refresh_interval < 0:
+            raise ConfigError("--stats_refresh_interval must not be negative")
         if self.ws_max_pending_size < 1024:
             raise ConfigError("--ws_max_pending_size must be at least 1024 bytes")
         if self.history_max_bytes < 0:

@@ -79,7 +79,7 @@ class Outage:
         clock: monotonic seconds (tests pass their own).
     """
 
-    __slots__ = ("log", "what", "interval", "clock", "since", "attempts", "error", "_logged")
+    __slots__ = ("log", "what", "interval", "clock", "since", "attempts", "failures", "error", "_logged")
 
     def __init__(
         self,
@@ -95,6 +95,8 @@ class Outage:
         #: When the outage began (``None``: up).
         self.since: float | None = None
         self.attempts = 0
+        #: Failed attempts ever (a metric); ``attempts`` counts those of the current outage.
+        self.failures = 0
         self.error = ""
         self._logged = 0.0
 
@@ -109,6 +111,7 @@ class Outage:
         now = self.clock()
         self.error = error
         self.attempts += 1
+        self.failures += 1
         if self.since is None:
             self.since, self._logged = now, now
             self.log.warning("%s is unreachable: %s; retrying", self.what, error)

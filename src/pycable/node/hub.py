@@ -67,6 +67,9 @@ class Hub:
         self.by_identifiers: dict[str, set[Session]] = {}
         self._queue: deque[StreamMessage] = deque()
         self._worker: asyncio.Task[None] | None = None
+        #: Stream messages written to clients, and those whose socket was gone (metrics; one
+        #: addition per publication, not per subscriber).
+        self.stats = {"sent": 0, "send_failed": 0}
         #: Called after the worker fanned out a message (tests, metrics).
         self.on_delivered: Callable[[StreamMessage, int], None] | None = None
         #: stream → callback told of each message of the stream, in fan-out order, before
@@ -195,15 +198,18 @@ class Hub:
                 sub.send(frame)
             except RuntimeError:  # its socket closed before the transport could mute it
                 sub.send = _removed
+                self.stats["send_failed"] += 1
                 continue
             sent += 1
             if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        self.stats["sent"] += sent
         if self.on_delivered is not None:
             self.on_delivered(msg, sent)
 
     def deliver(self, session: Session, identifier: str, cursor: Cursor, msgs: list[StreamMessage]) -> None:
         """Send replayed or released messages to one subscriber (already cursor-filtered)."""
+        self.stats["sent"] += len(msgs)
         encoding = session.conn.encoding
         for msg in msgs:
             session.send_frame(encoding.stream(msg, identifier))

@@ -98,7 +98,8 @@ class Node:
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
         self.presence = PresenceTracker(presence or NullPresence(), self.handle_broadcast)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0,
-                      "held_overflow": 0, "restores_refused": 0}
+                      "held_overflow": 0, "restores_refused": 0, "history_served": 0, "failed_auths": 0,
+                      "client_msgs": 0, "pubsub_received": 0, "too_slow": 0, "evictions": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Streams whose pub/sub subscription is in flight: later local subscribers wait for it.
@@ -213,6 +214,7 @@ class Node:
         """Run one command of *session* (the transport runs them one at a time, in order);
         returns why it was refused as malformed, else ``None``. A bug is logged, not raised:
         it must not end the connection's command loop."""
+        self.stats["client_msgs"] += 1
         try:
             await self.handle_command(session, cmd)
         except ProtocolError as exc:
@@ -243,6 +245,11 @@ class Node:
     def count_malformed(self) -> None:
         self.stats["malformed_frames"] += 1
 
+    def count_closed(self, reason: str) -> None:
+        self.stats["evictions"] += 1
+        if reason == c.TOO_SLOW:
+            self.stats["too_slow"] += 1
+
     # -- connect / restore -----------------------------------------------------------------
 
     def resumable(self, ext: bool) -> bool:
@@ -265,12 +272,14 @@ class Node:
         try:
             result = await self.controller.connect(session.env)
         except RPCError as exc:
+            self.stats["failed_auths"] += 1
             log.error("connect failed sid=%s: %s", redact_sid(session.sid), exc)
             session.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
             return False
         if session.closed:
             return False
         if result.status != SUCCESS:
+            self.stats["failed_auths"] += 1
             for t in result.transmissions:
                 session.send(t.encode())
             session.close(c.CLOSE_NORMAL, result.error or "Auth Failed")
@@ -545,6 +554,7 @@ class Node:
             return
         for cursor, backlog, since in backlogs:
             self.hub.deliver(session, identifier, cursor, cursor.replay(backlog, since))
+        self.stats["history_served"] += 1
         session.send(messages.confirm_history(identifier))
         self._release(session, sub)
 
@@ -714,9 +724,11 @@ class Node:
             if isinstance(pub, RemoteCommand):
                 self.handle_remote_command(pub)
             else:
+                self.stats["pubsub_received"] += 1
                 self.hub.broadcast(pub)
 
     def handle_pubsub(self, msg: StreamMessage) -> None:
+        self.stats["pubsub_received"] += 1
         if self.gaps is not None:
             self.gaps.push(msg)
         else:

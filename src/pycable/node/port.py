@@ -75,3 +75,8 @@ class NodePort(Protocol):
     def count_malformed(self) -> None:
         """A client message was dropped as malformed (for stats)."""
         ...
+
+    def count_closed(self, reason: str) -> None:
+        """The transport closed a client for *reason* (``too_slow``, ``invalid_request``,
+        ``no_pong``): for stats."""
+        ...

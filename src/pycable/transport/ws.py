@@ -228,6 +228,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._close_with(bad.close)
 
     def _close_with(self, close: Close) -> None:
+        self.node.count_closed(close.reason)
         self.send_frame(text_frame(messages.disconnect(close.reason, close.reconnect)))
         self.close(close.code, close.text)
 
@@ -264,6 +265,7 @@ class WebSocketConnection(asyncio.Protocol):
     def _too_slow(self) -> None:
         sid = self.session.sid if self.session else "-"
         log.info("closing sid=%s: write buffer over %d bytes (too_slow)", redact_sid(sid), self.options.max_pending)
+        self.node.count_closed(c.TOO_SLOW)
         self._stop_sending()
         # A client that does not read must not make us queue more: no replies to its PINGs,
         # no close handshake; its socket is reset after --ws_write_timeout.
