@@ -5,7 +5,8 @@
     .venv/bin/python bench/fanout.py --n 1000 --servers bare,pycable
 
 Servers: ``bare`` (bench/bare_server.py), ``pycable`` (broker off), ``pycable-memory``
-(``--broker memory``), each pinned to CPU 0; one bench/loadgen (C, epoll) per server and this
+(``--broker memory``), and with ``--baseline DIR`` the same two run from another checkout
+(``pycable-base``, ``pycable-memory-base``: ``--servers bare,pycable-base,pycable``), each pinned to CPU 0; one bench/loadgen (C, epoll) per server and this
 driver pinned to CPU 1. For every round and N, all servers are started and get N subscribers
 (RSS per idle subscribed connection: VmRSS after a warm-up batch of connections and after all
 N are subscribed and idle, divided by the connections in between), then their fan time is
@@ -754,7 +755,16 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: N=200, 1 round, 2 chunks, 20+40 broadcasts")
     ap.add_argument("--out", default=None, help="JSON output path (default bench/results/fanout-<time>.json)")
+    ap.add_argument(
+        "--baseline", default=None, metavar="DIR",
+        help="a checkout of other code (e.g. `git worktree add --detach /tmp/base main`): adds the servers pycable-base and "
+        "pycable-memory-base, run from DIR/src, to compare with in the same run",
+    )
     args = ap.parse_args()
+    if args.baseline:
+        base_src = str(Path(args.baseline).resolve() / "src")
+        for name in ("pycable", "pycable-memory"):
+            SERVERS[f"{name}-base"] = ["env", f"PYTHONPATH={base_src}", *SERVERS[name]]
     if args.quick:
         args.n = args.n or "200"
         args.rounds = args.rounds or 1

@@ -165,6 +165,12 @@ class NatsConnection:
     def is_connected(self) -> bool:
         return self.nc.is_connected
 
+    def health(self) -> str:
+        """``""`` while connected; else why not (``/health``)."""
+        if self.nc.is_connected:
+            return ""
+        return f"{self.name}: NATS at {self.url} is not connected" + (f" ({self._last_error})" if self._last_error else "")
+
     def server_info(self) -> dict[str, Any]:
         """The INFO of the server we are connected to (``cluster``, ``connect_urls``, …).
 
@@ -268,6 +274,8 @@ class NatsConnection:
         """Close the connection (idempotent); stops a background connect attempt."""
         self._closing = True
         task, self._task = self._task, None
+        if task is None and not self.connected.is_set():
+            return  # never started: nats-py's close() asserts that connect() was called
         if task is not None and not task.done():
             task.cancel()
             try:

@@ -4,6 +4,7 @@ started in dependency order and shut down in reverse."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -94,6 +95,9 @@ class App:
                 disconnect_mode=config.disconnect_mode,
                 disconnect_rate=config.disconnect_rate,
                 shutdown_timeout=config.shutdown_timeout,
+                env_headers=tuple(h.lower() for h in config.headers),
+                proxy_cookies=tuple(config.proxy_cookies),
+                jwt_header=f"x-{config.jwt_param}".lower() if config.jwt_secret or config.secret_or_empty else "",
             ),
         )
         self.state = ServerState(self.node)
@@ -114,18 +118,14 @@ class App:
             write_timeout=config.ws_write_timeout,
             pong_all=config.enable_native_pings,
         )
-        jwt_on = bool(config.jwt_secret or config.secret_or_empty)
         main = HttpOptions(
             ws_paths=frozenset(config.path),
-            routes=Router().add(config.health_path, _health),
+            routes=Router().add(config.health_path, self._health),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
-            headers=tuple(h.lower() for h in config.headers),
-            proxy_cookies=tuple(config.proxy_cookies),
             version=__version__,
             ws=ws,
-            jwt_header=f"x-{config.jwt_param}".lower() if jwt_on else "",
         )
         extra = None
         if self.http_broadcaster is not None:
@@ -133,9 +133,24 @@ class App:
             if bport == config.port:
                 main.routes.add(config.http_broadcast_path, route)
             else:
-                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, _health)
+                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, self._health)
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
         self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
+        #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
+        self._begun: set[object] = set()
+
+    def health(self) -> list[str]:
+        """Why the server is not ready: one line per configured broker, pub/sub or broadcaster
+        that is down (empty: ready)."""
+        components: list[Broker | Subscriber | Broadcaster] = [self.broker, self.pubsub, *self.broadcasters]
+        return [problem for component in components if (problem := component.health())]
+
+    async def _health(self, req: Request) -> Response:
+        """``/health``: 200 when ready, 503 with the reasons while a dependency is down."""
+        problems = self.health()
+        if not problems:
+            return Response(200, HEALTH_BODY)
+        return Response(503, ("Not ready: " + "; ".join(problems)).encode())
 
     @staticmethod
     def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:
@@ -157,9 +172,12 @@ class App:
             log.warning("Server is running in the public mode")
         for warning in capability_warnings(self.broker, self.pubsub, self.broadcasters):
             log.warning("%s", warning)
+        # What began starting is shut down (in reverse) even if its start failed half-way.
         if self.enats is not None:
+            self._begun.add("enats")
             await self.enats.start()
             log.info("%s", self.enats.describe())
+        self._begun.add("node")
         await self.node.start()
         broker_line, pubsub_line, *controller_lines = self.node.describe()
         log.info("%s", broker_line)  # context=main, as AnyCable logs it
@@ -167,10 +185,13 @@ class App:
         for line in controller_lines:
             log.info("%s", line)
         if self.http_broadcaster is not None:
+            self._begun.add("http_broadcaster")
             await self.http_broadcaster.start(self.node)
         for broadcaster in self.broadcasters:
+            self._begun.add(id(broadcaster))
             await broadcaster.start(self.node)
             _context("broadcast").info("%s", broadcaster.describe())
+        self._begun.add("server")
         await self.server.start()
         if self.http_broadcaster is not None:
             if self.server.extra is not None:
@@ -181,23 +202,32 @@ class App:
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
+        for problem in self.health():
+            log.warning("not ready: %s (%s answers 503 until it is)", problem, cfg.health_path)
 
     async def shutdown(self) -> None:
-        log.info(
-            "Shutting down... (hit Ctrl-C to stop immediately or wait for up to %gs for graceful shutdown)",
-            self.config.shutdown_timeout,
-        )
-        if self.http_broadcaster is not None:
+        """Stop what :meth:`start` began, in reverse order (after a failed start: what did start)."""
+        begun = self._begun
+        if "server" in begun:
+            log.info(
+                "Shutting down... (hit Ctrl-C to stop immediately or wait for up to %gs for graceful shutdown)",
+                self.config.shutdown_timeout,
+            )
+        if self.http_broadcaster is not None and "http_broadcaster" in begun:
             await self.http_broadcaster.shutdown()
         for broadcaster in reversed(self.broadcasters):
-            await broadcaster.shutdown()
+            if id(broadcaster) in begun:
+                await broadcaster.shutdown()
         # One budget for the whole shutdown: closing clients, then the Disconnect queue.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout
-        await self.server.shutdown(self.config.shutdown_timeout)
-        await self.node.shutdown(max(deadline - loop.time(), 0.0))
-        if self.enats is not None:
+        if "server" in begun:
+            await self.server.shutdown(self.config.shutdown_timeout)
+        if "node" in begun:
+            await self.node.shutdown(max(deadline - loop.time(), 0.0))
+        if self.enats is not None and "enats" in begun:
             await self.enats.shutdown()
+        begun.clear()
 
 
 def _context(name: str) -> logging.Logger:
@@ -205,28 +235,42 @@ def _context(name: str) -> logging.Logger:
     return logging.getLogger(f"pycable.{name}")
 
 
-async def _health(req: Request) -> Response:
-    return Response(200, HEALTH_BODY)
-
-
 async def serve(config: Config) -> int:
+    """Start, run until SIGTERM/SIGINT, shut down; returns the exit code.
+
+    A failed start (a port in use, embedded NATS that does not come up, …) is logged as one
+    clear error, what did start is stopped, and the code is 1. A signal during the start
+    stops it there (code 0).
+    """
     app = App(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await app.start()
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
-        await app.shutdown()  # what did start (broker connections, embedded NATS) stops
-        return 1
-    notify_ready()  # to the supervisor, when this is one of its workers
-    await stop.wait()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
-    await app.shutdown()
-    return 0
+        starting = asyncio.ensure_future(app.start())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if not starting.done():  # a signal while starting: stop there
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        elif (exc := starting.exception()) is not None:
+            code = 1
+            if isinstance(exc, (OSError, ConfigError)):
+                log.error("cannot start: %s", exc)
+            else:
+                log.error("cannot start", exc_info=exc)
+        else:
+            notify_ready()  # to the supervisor, when this is one of its workers
+            await stopped
+        stopped.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    await app.shutdown()  # idempotent: after a failed start, stops what did start
+    return code
 
 
 def run(config: Config) -> int:

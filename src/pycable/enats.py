@@ -15,7 +15,8 @@ interpreter. What makes it "embedded":
   (e.g. the port is taken).
 * **Logs.** Every line the server writes goes to the ``pycable.enats`` logger at its own
   level (``[INF]`` → info, ``[WRN]`` → warning, ``[ERR]``/``[FTL]`` → error,
-  ``[DBG]``/``[TRC]`` → debug), so it shows up in pycable's log format.
+  ``[DBG]``/``[TRC]`` → debug), so it shows up in pycable's log format. Its start-up banner
+  (the info lines up to "Server is ready") goes to debug: pycable logs one line of its own.
 * **Configuration** (spec §8.1): client address, cluster address/name/routes, gateway and
   gateways (``name:url,url;name2:url``), JetStream store directory and server name. The
   server gets a generated configuration file; JetStream is on when the broker is ``nats``.
@@ -23,9 +24,11 @@ interpreter. What makes it "embedded":
   shutdown (a restart starts afresh, with a new epoch). The default server name,
   ``pycable-<host>-<port>``, is stable across restarts so that a JetStream cluster
   recognises a restarted node.
-* **Supervision.** If the server exits on its own (a crash, an OOM kill), it is logged and
-  started again with the same configuration and store, after 0.5 s doubling to 10 s between
-  attempts; pycable's NATS clients reconnect by themselves.
+* **Supervision.** Once the server has started, if it exits on its own (a crash, an OOM
+  kill), it is logged and started again with the same configuration and store, after 0.5 s
+  doubling to 10 s between attempts; pycable's NATS clients reconnect by themselves. A first
+  start that fails (the port is taken, a bad configuration) is not retried: :meth:`start`
+  raises and leaves nothing behind (no process, no temporary directory).
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ class EmbeddedNats:
         self._stopping = False  # the process is being stopped on purpose (quiet its logs)
         self._closed = False  # shutdown() was called: no more restarts
         self._supervising = False  # in _restart(): a failed attempt keeps the store
+        self._started = False  # the first start succeeded: from now on an exit is restarted
         #: Times the server was started again after exiting on its own; ``restarted`` is set
         #: each time (callers and tests await it).
         self.restarts = 0
@@ -258,12 +262,11 @@ class EmbeddedNats:
             await asyncio.wait_for(self._wait_ready(), self.start_timeout)
         except TimeoutError:
             await self._failed_start()
-            raise ConfigError(
-                f"embedded NATS did not get ready in {self.start_timeout:g}s:\n" + "\n".join(self.tail)
-            ) from None
+            raise ConfigError(f"embedded NATS did not get ready in {self.start_timeout:g}s: {self._why()}") from None
         except ConfigError:
             await self._failed_start()
             raise
+        self._started = True
 
     async def _failed_start(self) -> None:
         await self._stop_process()
@@ -283,10 +286,16 @@ class EmbeddedNats:
             if self._reader is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
-            raise ConfigError(
-                f"embedded NATS exited (code {self.proc.returncode}) while starting:\n" + "\n".join(self.tail)
-            )
+            raise ConfigError(f"embedded NATS exited (code {self.proc.returncode}) while starting: {self._why()}")
         await self._ping()
+
+    def _why(self) -> str:
+        """The server's own reason, one line: its last fatal or error line (else its last line)."""
+        for line in reversed(self.tail):
+            m = _LINE.match(line)
+            if m and m.group(1) in ("FTL", "ERR"):
+                return m.group(2)
+        return self.tail[-1] if self.tail else "no output"
 
     async def _ping(self) -> None:
         """One NATS protocol round trip on the client port: INFO, CONNECT, PING → PONG."""
@@ -312,8 +321,9 @@ class EmbeddedNats:
                 await writer.wait_closed()
 
     async def _read_logs(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        stdout = self.proc.stdout
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        stdout = proc.stdout
         while True:
             raw = await stdout.readline()
             if not raw:
@@ -324,15 +334,19 @@ class EmbeddedNats:
             self.tail.append(line)
             m = _LINE.match(line)
             level, text = (_LEVELS.get(m.group(1), logging.INFO), m.group(2)) if m else (logging.INFO, line)
+            if self._stopping or (level == logging.INFO and not self.ready.is_set()):
+                # Stopped on purpose (its shutdown lines, route/JetStream complaints while the
+                # cluster goes away) or its start-up banner: pycable logs one line of its own.
+                level = logging.DEBUG
             if not self.ready.is_set() and "Server is ready" in text:
                 self.ready.set()
-            if self._stopping and level >= logging.WARNING:
-                level = logging.DEBUG  # route/JetStream complaints while the cluster goes away
             log.log(level, "%s", text)
-        if self.proc.returncode is None:
-            await self.proc.wait()
-        if not self._stopping:
-            log.error("embedded NATS exited unexpectedly (code %s); starting it again", self.proc.returncode)
+        if proc.returncode is None:
+            await proc.wait()
+        # Supervision only once the first start succeeded: a failed first start is the
+        # caller's error to report (start() raises), not something to retry.
+        if self._started and not self._stopping and not self._closed:
+            log.error("embedded NATS exited unexpectedly (code %s); starting it again", proc.returncode)
             await self._restart()
 
     async def _restart(self) -> None:

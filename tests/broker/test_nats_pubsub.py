@@ -8,7 +8,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import nats
 import pytest
@@ -16,43 +16,14 @@ import pytest
 from contract.backends._nats import free_port, nats_url
 from pycable.broadcast.nats import NatsBroadcaster
 from pycable.enats import EmbeddedNats
-from pycable.protocol.broadcast import Publication, RemoteCommand, StreamMessage
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage
 from pycable.pubsub.nats import NatsSubscriber
+from pycable.testing import RecordingHandler
 
 pytestmark = pytest.mark.nats
 
 
-class Recorder:
-    """A PubSubHandler / BroadcastHandler that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[StreamMessage] = []
-        self.commands: list[RemoteCommand] = []
-        self.fanout: list[list[Publication]] = []
-        self.changed = asyncio.Event()
-
-    def handle_pubsub(self, msg: StreamMessage) -> None:
-        self.messages.append(msg)
-        self.changed.set()
-
-    def handle_remote_command(self, cmd: RemoteCommand) -> None:
-        self.commands.append(cmd)
-        self.changed.set()
-
-    async def handle_broadcast(self, publications: Sequence[Publication]) -> None:
-        raise AssertionError("a fan-out broadcaster must not use the broker path")
-
-    def handle_fanout(self, publications: Sequence[Publication]) -> None:
-        self.fanout.append(list(publications))
-        self.changed.set()
-
-    async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not cond():
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+Recorder = RecordingHandler
 
 
 @pytest.fixture

@@ -28,7 +28,21 @@ class ServerProcess:
     broadcast and returns ``(status, body)``, ``.log()`` the server's output so far.
     """
 
-    def __init__(self, *args: str, port: int | None = None, bport: int | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        bport: int | None = None,
+        env: dict | None = None,
+        command: list[str] | None = None,
+        cwd: Path | str = ROOT,
+        ready: tuple[int, ...] = (200,),
+    ):
+        #: The ``/health`` statuses that mean "started" (``(200, 503)``: listening, ready or not).
+        self.ready = ready
+        #: How the server is started (default: this interpreter's ``-m pycable``, from the tree).
+        self.command = command or [sys.executable, "-m", "pycable"]
+        self.cwd = cwd
         self.port = port or free_port()
         self.bport = bport or free_port()
         self.args = list(args)
@@ -41,10 +55,11 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/cable"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        argv = [sys.executable, "-m", "pycable", "--host", "127.0.0.1", "--port", str(self.port)]
+        """Start and wait until ``/health`` answers one of :attr:`ready`."""
+        argv = [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
         if "--http_broadcast_port" not in self.args:
             argv += ["--http_broadcast_port", str(self.bport)]
-        self.proc = subprocess.Popen(argv + self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=self._log)
+        self.proc = subprocess.Popen(argv + self.args, cwd=self.cwd, env=self.env, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
         # Readiness: the health endpoint answers (bounded poll: there is no event to await
         # across the process boundary).
@@ -52,7 +67,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.get("/health")[0] == 200:
+                if self.get("/health")[0] in self.ready:
                     return self
             except OSError:
                 pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,43 +17,13 @@ from pycable.broadcast.redis_pubsub import from_config as legacy_from_config
 from pycable.broadcast.redis_stream import RedisStreamBroadcaster
 from pycable.broadcast.redis_stream import from_config as redisx_from_config
 from pycable.config import Config
-from pycable.exceptions import BrokerError
-from pycable.protocol.broadcast import Publication, RemoteCommand, StreamMessage
+from pycable.protocol.broadcast import RemoteCommand, StreamMessage
+from pycable.testing import RecordingHandler
 
 pytestmark = pytest.mark.redis
 
 
-class Handler:
-    """A BroadcastHandler that records, and fails while ``failing`` is set."""
-
-    def __init__(self) -> None:
-        self.got: list[Publication] = []
-        self.fanout: list[Publication] = []
-        self.failing = False
-        self.attempts = 0
-        self._changed = asyncio.Event()
-
-    async def handle_broadcast(self, publications: Sequence[Publication]) -> None:
-        self.attempts += 1
-        self._changed.set()
-        if self.failing:
-            raise BrokerError("broker down (test)")
-        self.got.extend(publications)
-
-    def handle_fanout(self, publications: Sequence[Publication]) -> None:
-        self.fanout.extend(publications)
-        self._changed.set()
-
-    async def until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not pred():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-    def data(self) -> list[str]:
-        return [p.data for p in self.got if isinstance(p, StreamMessage)]
+Handler = RecordingHandler
 
 
 def pub(data: str, stream: str = "s") -> dict[str, str]:
@@ -269,7 +239,7 @@ class TestLegacyRedis:
             await raw.publish(channel, b'{"stream":"s","data":"1"}')
             await raw.publish(channel, b'{"command":"disconnect","payload":{"identifier":"u"}}')
             await h.until(lambda: len(h.fanout) == 2)
-            assert h.fanout == [StreamMessage("s", "1"), RemoteCommand("disconnect", "u", True)]
+            assert h.fanout == [[StreamMessage("s", "1")], [RemoteCommand("disconnect", "u", True)]]
             assert h.got == [] and b.stats["malformed"] == 1
         finally:
             await raw.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,33 +16,12 @@ from pycable.config import Config
 from pycable.protocol.broadcast import RemoteCommand, StreamMessage
 from pycable.pubsub import redis as redis_pubsub
 from pycable.pubsub.redis import RedisSubscriber, command_channel, from_config
+from pycable.testing import RecordingHandler
 
 pytestmark = pytest.mark.redis
 
 
-class Recorder:
-    """A PubSubHandler that keeps what it gets and lets a test wait for it."""
-
-    def __init__(self) -> None:
-        self.messages: list[StreamMessage] = []
-        self.commands: list[RemoteCommand] = []
-        self._changed = asyncio.Event()
-
-    def handle_pubsub(self, msg: StreamMessage) -> None:
-        self.messages.append(msg)
-        self._changed.set()
-
-    def handle_remote_command(self, cmd: RemoteCommand) -> None:
-        self.commands.append(cmd)
-        self._changed.set()
-
-    async def until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not pred():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+Recorder = RecordingHandler
 
 
 def subscriber(url: str, prefix: str) -> RedisSubscriber:

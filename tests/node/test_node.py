@@ -10,13 +10,12 @@ import json
 
 import pytest
 
-from contract.backends.memory import FakeClock
 from pycable.broker.base import HistoryPolicy
 from pycable.broker.memory import MemoryBroker
 from pycable.node.controller import LocalController
 from pycable.node.node import Node, NodeConfig
 from pycable.protocol.broadcast import RemoteCommand, StreamMessage
-from pycable.testing import connect_session, send
+from pycable.testing import FakeClock, connect_session, send
 
 IDENT = json.dumps({"channel": "$pubsub", "stream_name": "chat"})
 IDENT2 = json.dumps({"channel": "$pubsub", "stream_name": "news"})

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from contract.backends.memory import FakeClock
 from pycable.broker.base import HistoryPolicy
 from pycable.broker.memory import MemoryBroker
 from pycable.exceptions import RPCError
@@ -21,7 +20,7 @@ from pycable.node.node import Node, NodeConfig
 from pycable.node.session import Session
 from pycable.protocol.broadcast import StreamMessage
 from pycable.rpc.base import FAILURE, SUCCESS, CommandResult, ConnectResult, Env
-from pycable.testing import RecordingConnection, connect_session, send
+from pycable.testing import FakeClock, RecordingConnection, connect_session, send
 
 CHAT = json.dumps({"channel": "ChatChannel", "room": "1"})
 NEWS = json.dumps({"channel": "NewsChannel"})

@@ -51,6 +51,9 @@ class HttpBroadcaster:
     async def shutdown(self) -> None:
         self.handler = None
 
+    def health(self) -> str:
+        return ""
+
     def describe(self) -> str:
         auth = "authorization required" if self.key else "no authorization"
         return f"Accept broadcast requests at {self.url}{self.path} ({auth})"

@@ -58,6 +58,9 @@ class NatsBroadcaster:
         await self.conn.close()
         self.handler = None
 
+    def health(self) -> str:
+        return self.conn.health()
+
     def describe(self) -> str:
         return f"Starting NATS broadcaster: {self.conn.url} (channel: {self.channel})"
 

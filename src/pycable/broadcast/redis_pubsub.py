@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broadcast.base import Broadcaster, BroadcastHandler
 from pycable.exceptions import BroadcastError
+from pycable.log import Outage
 from pycable.protocol.broadcast import parse_broadcast
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class RedisPubSubBroadcaster:
         self._task: asyncio.Task[None] | None = None
         #: Set while subscribed (tests wait for it).
         self.ready = asyncio.Event()
+        self.outage = Outage(log, f"Redis pub/sub broadcaster at {where}")
+
+    def health(self) -> str:
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     def describe(self) -> str:
         return f"Starting Redis pub/sub: {self.where} provider=redis channel={self.channel}"
@@ -69,7 +74,6 @@ class RedisPubSubBroadcaster:
 
     async def _run(self) -> None:
         backoff = Backoff()
-        down = False
         while True:
             ps = self.client.pubsub()
             try:
@@ -81,9 +85,7 @@ class RedisPubSubBroadcaster:
                     if msg is not None:
                         seen = now
                         if msg["type"] == "subscribe":
-                            if down:
-                                log.info("Redis pub/sub broadcaster at %s reconnected", self.where)
-                            down = False
+                            self.outage.recovered()
                             backoff.reset()
                             self.ready.set()
                         elif msg["type"] == "message":
@@ -95,17 +97,9 @@ class RedisPubSubBroadcaster:
                         pinged = now
                         await ps.ping()
             except REDIS_ERRORS as exc:
-                if not down:
-                    log.warning(
-                        "Redis pub/sub broadcaster at %s failed: %s: %s; reconnecting",
-                        self.where,
-                        type(exc).__name__,
-                        exc,
-                    )
-                down = True
+                self.outage.failed(f"{type(exc).__name__}: {exc}")
             except Exception:  # a bug must not stop the listener: start over
                 log.exception("Redis pub/sub broadcaster failed; reconnecting")
-                down = True
             finally:
                 self.ready.clear()
                 try:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broadcast.base import Broadcaster, BroadcastHandler
 from pycable.exceptions import BroadcastError, BrokerError
+from pycable.log import Outage
 from pycable.protocol.broadcast import parse_broadcast
 
 if TYPE_CHECKING:
@@ -119,6 +120,10 @@ class RedisStreamBroadcaster:
         self._task: asyncio.Task[None] | None = None
         #: Set when the loop is reading (tests wait for it).
         self.ready = asyncio.Event()
+        self.outage = Outage(log, f"redisx: Redis at {where}")
+
+    def health(self) -> str:
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     def describe(self) -> str:
         return (
@@ -158,16 +163,13 @@ class RedisStreamBroadcaster:
 
     async def _run(self) -> None:
         backoff = Backoff()
-        down = False
         # After a failure, this consumer's own pending entries are retried first, in order,
         # before anything new is read.
         retry_own = False
         while True:
             try:
                 await self._ensure_group()
-                if down:
-                    log.info("redisx: Redis at %s is reachable again", self.where)
-                    down = False
+                self.outage.recovered()
                 next_claim = 0.0
                 while True:
                     if retry_own:
@@ -197,9 +199,7 @@ class RedisStreamBroadcaster:
             except REDIS_ERRORS as exc:
                 if "NOGROUP" in str(exc):
                     continue  # the stream or group was deleted: create it again at once
-                if not down:
-                    log.warning("redisx: Redis at %s failed: %s: %s; reconnecting", self.where, type(exc).__name__, exc)
-                down = True
+                self.outage.failed(f"{type(exc).__name__}: {exc}")
                 retry_own = True
             except Exception:  # a bug must not stop ingestion: pending entries are retried
                 log.exception("redisx: the consumer loop failed; restarting it")

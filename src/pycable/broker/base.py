@@ -112,6 +112,10 @@ class Broker(Protocol):
         """The startup log line."""
         ...
 
+    def health(self) -> str:
+        """``""`` while ready; else why not, one line (``/health`` answers 503 with it)."""
+        ...
+
     async def register(self, msg: StreamMessage) -> StreamMessage:
         """Store *msg* unless transient; return it with its position."""
         ...
@@ -146,6 +150,9 @@ class NullBroker:
 
     def describe(self) -> str:
         return "Using no-op (legacy) broker"
+
+    def health(self) -> str:
+        return ""
 
     async def register(self, msg: StreamMessage) -> StreamMessage:
         return msg

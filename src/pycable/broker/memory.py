@@ -71,6 +71,9 @@ class MemoryBroker:
             except asyncio.CancelledError:
                 pass
 
+    def health(self) -> str:
+        return ""
+
     def describe(self) -> str:
         rules = f", stream rules: {len(self.policy.rules)}" if self.policy.rules else ""
         return (

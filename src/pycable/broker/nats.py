@@ -330,6 +330,9 @@ class NatsBroker:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def health(self) -> str:
+        return self.conn.health() or ("" if self.ready else f"NATS broker: JetStream at {self.conn.url} is not ready")
+
     async def start(self) -> None:
         """Connect, then set up the buckets and the epoch.
 

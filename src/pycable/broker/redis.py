@@ -39,6 +39,7 @@ background task keeps retrying the epoch with backoff until Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -51,6 +52,7 @@ import orjson
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
+from pycable.log import Outage
 from pycable.protocol.broadcast import StreamMessage
 
 if TYPE_CHECKING:
@@ -126,7 +128,8 @@ class RedisBroker:
         self._since: AsyncScript = client.register_script(load_script("since"))
         self._refresh: AsyncScript = client.register_script(load_script("refresh"))
         self._task: asyncio.Task[None] | None = None
-        self._healthy = True
+        #: Down since a call failed, up again at the next call that succeeds (``/health``).
+        self.outage = Outage(log, f"Redis broker at {where}")
 
     @property
     def epoch(self) -> str:
@@ -139,11 +142,8 @@ class RedisBroker:
         """Read (or create) the shared epoch; if Redis is down, keep trying in the background."""
         if self._task is not None:
             return
-        try:
+        with contextlib.suppress(BrokerError):  # logged by the outage; retried in the background
             await self.refresh()
-        except BrokerError as exc:
-            self._healthy = False
-            log.warning("%s; retrying in the background", exc)
         self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
 
     async def shutdown(self) -> None:
@@ -152,6 +152,9 @@ class RedisBroker:
             return
         await stop_task(task)
         await close(self.client)
+
+    def health(self) -> str:
+        return self.outage.health()
 
     def describe(self) -> str:
         rules = f", stream rules: {len(self.policy.rules)}" if self.policy.rules else ""
@@ -175,15 +178,9 @@ class RedisBroker:
         while True:
             try:
                 await self.refresh()
-            except BrokerError as exc:
-                if self._healthy:
-                    log.warning("%s; retrying", exc)
-                self._healthy = False
+            except BrokerError:  # logged by the outage, at a bounded rate
                 await backoff.wait()
                 continue
-            if not self._healthy:
-                log.info("Redis broker at %s is reachable again (epoch: %s)", self.where, self._epoch)
-                self._healthy = True
             backoff.reset()
             await asyncio.sleep(self.refresh_interval)
 
@@ -196,16 +193,18 @@ class RedisBroker:
             self._epoch = epoch
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except REDIS_ERRORS as exc:
-            raise BrokerError(f"Redis broker at {self.where}: {type(exc).__name__}: {exc}") from exc
+        return await self._run(script(keys=keys, args=args))
 
     async def _run(self, coro: Any) -> Any:
         try:
-            return await coro
+            result = await coro
         except REDIS_ERRORS as exc:
-            raise BrokerError(f"Redis broker at {self.where}: {type(exc).__name__}: {exc}") from exc
+            error = f"{type(exc).__name__}: {exc}"
+            self.outage.failed(error)
+            raise BrokerError(f"Redis broker at {self.where}: {error}") from exc
+        if self.outage.since is not None:
+            self.outage.recovered()
+        return result
 
     # -- history ---------------------------------------------------------------------------
 

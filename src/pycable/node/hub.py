@@ -1,7 +1,9 @@
 """The hub: stream → subscribers index and local fan-out (spec §1.3 "Fan-out per identifier").
 
-Fan-out semantics: a publication is encoded once per distinct identifier (usually one)
-and the same frame bytes are written to every subscriber, synchronously, with no
+Fan-out semantics: a publication is encoded once per distinct (identifier, encoding) pair
+(usually one: WebSocket text frames; SSE sessions have their own encodings, see
+:mod:`pycable.protocol.encoding`) and the same bytes are written to every subscriber that
+shares it, synchronously, with no
 per-client ``await``: a client that does not read cannot delay others. The transport caps
 each connection's write buffer (``--ws_max_pending_size``) and closes a client over it
 (``too_slow``); that client catches up from history when it resumes. Publications are
@@ -15,15 +17,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from functools import lru_cache
 
 from pycable.node.session import Session
-from pycable.protocol import messages
 from pycable.protocol.broadcast import StreamMessage
 from pycable.protocol.delivery import SEND, StreamCursor
-from pycable.protocol.framing import text_frame
+from pycable.protocol.encoding import Encoding
 
-__all__ = ["Hub", "frame_for", "YIELD_EVERY"]
+__all__ = ["Hub", "YIELD_EVERY"]
 
 log = logging.getLogger("pycable.hub")
 
@@ -32,25 +32,10 @@ YIELD_EVERY = 500
 Cursor = StreamCursor[StreamMessage]
 
 
-@lru_cache(maxsize=8192)
-def _encoded_data(data: str) -> bytes:
-    return messages.encode_data(data)
-
-
-@lru_cache(maxsize=8192)
-def frame_for(msg: StreamMessage, identifier: str) -> bytes:
-    """The framed stream message of *msg* for *identifier* (cached: replays to many clients
-    after a mass reconnect hit the cache)."""
-    payload = messages.stream_message(
-        identifier, _encoded_data(msg.data), msg.stream, msg.epoch, msg.offset, msg.broadcast_type
-    )
-    return text_frame(payload)
-
-
 class Subscriber:
     """One (session, identifier) subscribed to a stream, as the fan-out loop needs it."""
 
-    __slots__ = ("session", "sid", "identifier", "cursor", "send")
+    __slots__ = ("session", "sid", "identifier", "cursor", "send", "encoding")
 
     def __init__(self, session: Session, identifier: str, cursor: Cursor) -> None:
         self.session = session
@@ -63,6 +48,9 @@ class Subscriber:
         #: again already, with a new cursor), and nothing follows a close frame. No check in
         #: the hot loop.
         self.send: Callable[[bytes], None] = session.conn.frame_writer
+        #: How the connection's bytes look: a broadcast is encoded once per (identifier,
+        #: encoding) and the same bytes go to every subscriber that shares both.
+        self.encoding: Encoding = session.conn.encoding
 
 
 def _removed(frame: bytes) -> None:
@@ -157,8 +145,8 @@ class Hub:
         if not subs:
             return
         exclude, offset, epoch = msg.exclude_socket, msg.offset, msg.epoch
-        frames: dict[str, bytes] = {}
-        last_identifier, frame = "", b""
+        frames: dict[tuple[str, Encoding], bytes] = {}
+        last_identifier, last_encoding, frame = "", None, b""
         sent = 0
         # A snapshot: subscribers may come and go while this yields (a removed one's send is
         # a no-op). This is the hottest loop of the server: the cursor's common case (not
@@ -174,11 +162,12 @@ class Hub:
                     cursor.epoch, cursor.offset = epoch, offset
             elif cursor.admit(msg) != SEND:
                 continue
-            identifier = sub.identifier
-            if identifier != last_identifier:
-                last_identifier = identifier
-                cached = frames.get(identifier)
-                frame = frames[identifier] = cached if cached is not None else frame_for(msg, identifier)
+            identifier, encoding = sub.identifier, sub.encoding
+            if identifier != last_identifier or encoding is not last_encoding:
+                last_identifier, last_encoding = identifier, encoding
+                key = (identifier, encoding)
+                cached = frames.get(key)
+                frame = frames[key] = cached if cached is not None else encoding.stream(msg, identifier)
             try:
                 sub.send(frame)
             except RuntimeError:  # its socket closed before the transport could mute it
@@ -192,8 +181,9 @@ class Hub:
 
     def deliver(self, session: Session, identifier: str, cursor: Cursor, msgs: list[StreamMessage]) -> None:
         """Send replayed or released messages to one subscriber (already cursor-filtered)."""
+        encoding = session.conn.encoding
         for msg in msgs:
-            session.send_frame(frame_for(msg, identifier))
+            session.send_frame(encoding.stream(msg, identifier))
 
     def counts(self) -> dict[str, int]:
         return {"streams": len(self.streams), "sessions": len(self.sessions)}

@@ -28,6 +28,7 @@ from pycable.exceptions import BrokerError, HistoryError, ProtocolError, RPCErro
 from pycable.node.disconnector import Disconnector, session_env
 from pycable.node.gaps import GapFiller
 from pycable.node.hub import Hub
+from pycable.node.port import Connection, Handshake
 from pycable.node.session import CacheEntry, Session, Subscription
 from pycable.protocol import constants as c
 from pycable.protocol import messages
@@ -60,6 +61,12 @@ class NodeConfig:
     #: Seconds the Disconnect queue gets to drain on shutdown.
     shutdown_timeout: float = 30.0
     stats: dict[str, int] = field(default_factory=dict)
+    #: Request headers passed to the application's RPC env (``--headers``, lower-cased).
+    env_headers: tuple[str, ...] = ("cookie",)
+    #: Cookies kept in the env's ``cookie`` header (``--proxy-cookies``); empty keeps all.
+    proxy_cookies: tuple[str, ...] = ()
+    #: The JWT header (``x-<jwt_param>``), passed to the env as well when JWT is on (§1.1).
+    jwt_header: str = ""
 
 
 class Node:
@@ -145,6 +152,77 @@ class Node:
                     except BrokerError as exc:
                         log.warning("session touch failed: %s", exc)
                         break
+
+    # -- the port for transports (pycable.node.port.NodePort) --------------------------------
+
+    def open(self, conn: Connection, handshake: Handshake) -> Session:
+        """Accept a client: build its session (sid from ``X-Request-ID`` or a fresh one, and
+        its RPC env), then run Restore-or-Connect in the background. On success
+        ``conn.ready()`` is called; a rejected client's connection is closed (the
+        controller's transmissions sent first), and a crash closes it with 1011."""
+        headers = handshake.headers
+        sid = headers.get("x-request-id") or new_sid()
+        session = Session(sid, conn, self._env(handshake, sid), ext=handshake.ext, resumable=self.resumable(handshake.ext))
+        prev_sid = headers.get("x-anycable-restore-sid") or handshake.query.get("sid", "")
+        session.auth_task = self._spawn(self._open(session, prev_sid))
+        return session
+
+    async def _open(self, session: Session, prev_sid: str) -> None:
+        try:
+            ok = await self.authenticate(session, prev_sid)
+        except Exception:
+            log.exception("authentication crashed sid=%s", session.sid)
+            session.conn.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
+            return
+        finally:
+            session.auth_task = None  # nothing to cancel any more; do not keep the task
+        if ok:
+            session.conn.ready()
+
+    def _env(self, handshake: Handshake, sid: str) -> Env:
+        cfg = self.config
+        picked: dict[str, str] = {}
+        for name in cfg.env_headers:
+            value = handshake.headers.get(name)
+            if value is not None:
+                if name == "cookie" and cfg.proxy_cookies:
+                    value = _filter_cookies(value, cfg.proxy_cookies)
+                picked[name] = value
+        picked["REMOTE_ADDR"] = handshake.remote
+        if cfg.jwt_header:  # spec §1.1: plus the JWT header, if JWT is enabled
+            token = handshake.headers.get(cfg.jwt_header)
+            if token is not None:
+                picked[cfg.jwt_header] = token
+        return Env(handshake.url, picked, sid, handshake.remote, {}, {}, dict(handshake.query), handshake.subprotocols)
+
+    async def run(self, session: Session, cmd: Command) -> str | None:
+        """Run one command of *session* (the transport runs them one at a time, in order);
+        returns why it was refused as malformed, else ``None``. A bug is logged, not raised:
+        it must not end the connection's command loop."""
+        try:
+            await self.handle_command(session, cmd)
+        except ProtocolError as exc:
+            return str(exc)
+        except Exception:
+            log.exception("command %s failed sid=%s", cmd.command, session.sid)
+        return None
+
+    def closing(self, session: Session) -> None:
+        """The transport is closing the connection: nothing more is sent or fanned out to it."""
+        session.closed = True
+        self.hub.mute(session)
+
+    def closed(self, session: Session) -> None:
+        """The connection is gone: a Connect still running is cancelled (§6.7), the session's
+        streams are released and the application told (in the background)."""
+        self.closing(session)
+        auth = session.auth_task
+        if auth is not None and not auth.done() and not session.connected:
+            auth.cancel()
+        self._spawn(self.disconnect(session))
+
+    def count_malformed(self) -> None:
+        self.stats["malformed_frames"] += 1
 
     # -- connect / restore -----------------------------------------------------------------
 
@@ -598,6 +676,11 @@ class Node:
         for session in list(self.hub.sessions.values()):
             session.send(payload)
             session.close(code, reason)
+
+
+def _filter_cookies(cookie: str, keep: tuple[str, ...]) -> str:
+    parts = [p.strip() for p in cookie.split(";")]
+    return "; ".join(p for p in parts if p.split("=", 1)[0] in keep)
 
 
 def _merge(target: dict[str, str], changes: dict[str, str]) -> None:

@@ -10,29 +10,39 @@ import orjson
 
 from pycable.protocol.broadcast import StreamMessage
 from pycable.protocol.delivery import StreamCursor
-from pycable.protocol.framing import text_frame
+from pycable.protocol.encoding import Encoding
 from pycable.rpc.base import Env
 
 __all__ = ["Connection", "Session", "Subscription", "CacheEntry"]
 
 
 class Connection(Protocol):
-    """What the node needs from a transport connection."""
+    """What the node needs from a transport connection (re-exported by :mod:`pycable.node.port`)."""
+
+    @property
+    def encoding(self) -> Encoding:
+        """How messages become bytes for this connection."""
+        ...
 
     @property
     def frame_writer(self) -> Callable[[bytes], None]:
-        """The fan-out's writer: as fast as the transport allows (for a socket, its
-        ``write`` itself). The hub stops using it when ``Hub.mute`` is called for the
-        session, which the transport does as it starts closing; after the socket is gone it
-        may raise ``RuntimeError``, and the hub then stops using it too."""
+        """The fan-out's writer: as fast as the transport allows (for a socket, its ``write``
+        itself). The hub stops using it once the transport reports the session closing
+        (``NodePort.closing``); after the socket is gone it may raise ``RuntimeError``, and
+        the hub then stops using it too."""
         ...
 
     def send_frame(self, frame: bytes) -> None:
-        """Write one pre-framed text frame; never blocks (buffers are capped by the transport)."""
+        """Write bytes already encoded with :attr:`encoding`; never blocks (buffers are capped
+        by the transport)."""
         ...
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection (a close frame, then the socket)."""
+        """Close the connection (*code* and *reason* as a WebSocket close frame has them)."""
+        ...
+
+    def ready(self) -> None:
+        """Restore-or-Connect succeeded: the session's commands may run."""
         ...
 
 
@@ -73,6 +83,7 @@ class Session:
         "closed",
         "disconnect_interest",
         "hold_timer",
+        "auth_task",
     )
 
     def __init__(self, sid: str, conn: Connection, env: Env, ext: bool = False, resumable: bool = False):
@@ -89,15 +100,18 @@ class Session:
         self.closed = False
         self.disconnect_interest = False
         self.hold_timer: Any = None
+        #: Restore-or-Connect in flight (cancelled if the client leaves before it ends, §6.7).
+        self.auth_task: Any = None
 
     @property
     def cstate(self) -> dict[str, str]:
         return self.env.cstate
 
     def send(self, payload: bytes) -> None:
-        """Frame and send one JSON payload."""
+        """Encode and send one JSON payload."""
         if not self.closed:
-            self.conn.send_frame(text_frame(payload))
+            conn = self.conn
+            conn.send_frame(conn.encoding.message(payload))
 
     def send_frame(self, frame: bytes) -> None:
         if not self.closed:

@@ -44,6 +44,10 @@ class Subscriber(Protocol):
 
     def describe(self) -> str: ...
 
+    def health(self) -> str:
+        """``""`` while ready; else why not, one line (``/health`` answers 503 with it)."""
+        ...
+
     async def subscribe(self, stream: str) -> None: ...
 
     async def unsubscribe(self, stream: str) -> None: ...
@@ -69,6 +73,9 @@ class LocalSubscriber:
 
     def describe(self) -> str:
         return "Using local pub/sub (single node)"
+
+    def health(self) -> str:
+        return ""
 
     async def subscribe(self, stream: str) -> None:
         pass

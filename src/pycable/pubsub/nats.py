@@ -89,6 +89,9 @@ class NatsSubscriber(RelayingSubscriber):
     def describe(self) -> str:
         return f"Starting NATS pub/sub: {self.conn.url}"
 
+    def health(self) -> str:
+        return self.conn.health()
+
     def _target(self, stream: str) -> str:
         subject = self._subjects.get(stream)
         if subject is None:

@@ -32,6 +32,7 @@ delivered here and is in the broker's history for the other nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
 from pycable.exceptions import BroadcastError
+from pycable.log import Outage
 from pycable.protocol.broadcast import RemoteCommand, parse_pubsub
 from pycable.pubsub.base import PubSubHandler, RelayingSubscriber, Subscriber
 
@@ -94,12 +96,16 @@ class RedisSubscriber(RelayingSubscriber):
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.outage = Outage(log, f"Redis pub/sub at {where}")
         #: This node's id; published payloads start with it, so the listener skips its echo.
         self.origin = secrets.token_hex(8)
         self._own = b'{"origin":"' + self.origin.encode() + b'",'
 
     def describe(self) -> str:
         return f"Starting Redis pub/sub: {self.where}"
+
+    def health(self) -> str:
+        return self.outage.health()  # down from a failed attempt until one succeeds
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -109,10 +115,8 @@ class RedisSubscriber(RelayingSubscriber):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
             # Give a reachable Redis a moment, so the first clients are covered at once.
-            try:
+            with contextlib.suppress(TimeoutError):  # a failure is logged by the outage
                 await asyncio.wait_for(asyncio.shield(self._connected.wait()), CONFIRM_TIMEOUT)
-            except TimeoutError:
-                log.warning("Redis pub/sub at %s is not reachable yet; retrying in the background", self.where)
 
     async def shutdown(self) -> None:
         task, self._task = self._task, None
@@ -153,18 +157,15 @@ class RedisSubscriber(RelayingSubscriber):
 
     async def _run(self) -> None:
         backoff = Backoff()
-        was_down = False
         while True:
             try:
                 ps = await self._connect()
                 # The first reply proves the connection works (and confirms the subscription).
                 if not await self._read(ps, CONFIRM_TIMEOUT):
                     raise TimeoutError("no subscription confirmation")
-                if was_down:
-                    log.info("Redis pub/sub at %s reconnected (%d streams resubscribed)", self.where, len(self.streams))
+                self.outage.recovered(f"{len(self.streams)} streams resubscribed")
                 self._connected.set()
                 backoff.reset()
-                was_down = False
                 seen = pinged = time.monotonic()
                 while True:
                     if await self._read(ps, 1.0):
@@ -178,12 +179,9 @@ class RedisSubscriber(RelayingSubscriber):
                         async with self._lock:
                             await ps.ping()
             except REDIS_ERRORS as exc:
-                if not was_down:
-                    log.warning("Redis pub/sub at %s failed: %s: %s; reconnecting", self.where, type(exc).__name__, exc)
-                was_down = True
+                self.outage.failed(f"{type(exc).__name__}: {exc}")
             except Exception:  # a bug must not stop the listener: start over
                 log.exception("Redis pub/sub listener failed; reconnecting")
-                was_down = True
             await self._close_pubsub()
             await backoff.wait()
 

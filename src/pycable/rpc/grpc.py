@@ -22,17 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
+from google.protobuf.runtime_version import VersionError as _VersionError
 
 from pycable.exceptions import ConfigError
 from pycable.rpc import _results
 from pycable.rpc.barrier import UNAVAILABLE, Barrier, CallError
 from pycable.rpc.base import CommandResult, ConnectResult, Controller, Env, RestoreNotifier
 
-try:
+try:  # generated at build time (setup.py); it checks the installed protobuf and grpcio versions
     from pycable.rpc._pb import anycable_pb2 as pb
     from pycable.rpc._pb import anycable_pb2_grpc as pb_grpc
-except ImportError as exc:  # pragma: no cover - depends on the build
-    raise ConfigError(f"the gRPC code generated from anycable.proto is missing ({exc}): run `make proto`") from None
+except (ImportError, RuntimeError, _VersionError) as exc:  # pragma: no cover - depends on the install
+    raise ConfigError(
+        f"gRPC RPC is unavailable: {exc}. Install it with: pip install 'pycable[grpc]' "
+        "(in a source checkout: make install, or make proto after editing anycable.proto)"
+    ) from None
 
 if TYPE_CHECKING:
     from pycable.config import Config

@@ -46,7 +46,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import httptools
@@ -56,21 +56,17 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from pycable.node.node import new_sid
-from pycable.node.session import Session
+from pycable.node.port import Handshake, NodePort
 from pycable.protocol import constants as c
-from pycable.rpc.base import Env
 from pycable.transport._sockets import reset
 from pycable.transport.ws import WebSocketConnection, WSOptions
-
-if TYPE_CHECKING:
-    from pycable.node.node import Node
 
 __all__ = [
     "HeadCheck",
     "Handler",
     "HttpOptions",
     "HttpProtocol",
+    "LiveConnection",
     "Request",
     "Response",
     "Route",
@@ -341,12 +337,9 @@ class HttpOptions:
     allowed_origins: tuple[str, ...] = ()
     max_conn: int = 0
     max_message_size: int = 65536
-    headers: tuple[str, ...] = ("cookie",)
-    proxy_cookies: tuple[str, ...] = ()
     version: str = ""
     ws: WSOptions = field(default_factory=WSOptions)
     scheme: str = "http"  # the RPC env url: http(s)://host/path as Go sends it (spec §1.1)
-    jwt_header: str = ""
 
 
 def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
@@ -371,11 +364,6 @@ def _select_subprotocol(proto: ServerProtocol, offered: object) -> Subprotocol |
         if choice in offered_list:
             return Subprotocol(choice)
     return None
-
-
-def _filter_cookies(cookie: str, keep: tuple[str, ...]) -> str:
-    parts = [p.strip() for p in cookie.split(";")]
-    return "; ".join(p for p in parts if p.split("=", 1)[0] in keep)
 
 
 def _content_type(body: bytes) -> str:
@@ -706,7 +694,7 @@ class HttpProtocol(asyncio.Protocol):
         self, proto: ServerProtocol, subprotocol: str | None, query_string: str, headers: Headers, rest: bytes
     ) -> None:
         assert self.transport is not None
-        opts, node = self.options, self.server.node
+        opts = self.options
         query: dict[str, str] = {}
         for name, value in parse_qsl(query_string):
             query.setdefault(name, value)
@@ -722,41 +710,23 @@ class HttpProtocol(asyncio.Protocol):
             precision = opts.ws.ping_precision
         pong_timeout = opts.ws.pong_timeout if (ext or opts.ws.pong_all) else 0.0
         conn = WebSocketConnection(
-            self.transport, proto, node, opts.ws, interval, precision, pong_timeout, self.server.lost
+            self.transport, proto, self.server.node, opts.ws, interval, precision, pong_timeout, self.server.lost
         )
         self.server.connections.add(conn)
         self.transport.set_protocol(conn)
-        sid = headers.get("X-Request-ID") or new_sid()
-        env = self._env(headers, query, sid)
-        session = Session(sid, conn, env, ext=ext, resumable=node.resumable(ext))
-        conn.session = session
-        prev_sid = headers.get("X-AnyCable-Restore-SID") or query.get("sid", "")
-        if rest:
-            conn.data_received(rest)
-        conn.auth_task = node._spawn(_authenticate(node, conn, session, prev_sid))
-
-    def _env(self, headers: Headers, query: dict[str, str], sid: str) -> Env:
-        opts = self.options
-        host = headers.get("Host", "localhost")
-        url = f"{opts.scheme}://{host}{self.url.decode('latin-1')}"
-        picked: dict[str, str] = {}
-        for name in opts.headers:
-            value = headers.get(name)
-            if value is not None:
-                if name == "cookie" and opts.proxy_cookies:
-                    value = _filter_cookies(value, opts.proxy_cookies)
-                picked[name] = value
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        remote = peer[0] if isinstance(peer, tuple) else ""
-        picked["REMOTE_ADDR"] = remote
         offered = tuple(
             p.strip() for v in headers.get_all("Sec-WebSocket-Protocol") for p in v.split(",") if p.strip()
         )
-        if opts.jwt_header:  # spec §1.1: plus the JWT header, if JWT is enabled
-            token = headers.get(opts.jwt_header)
-            if token is not None:
-                picked[opts.jwt_header] = token
-        return Env(url, picked, sid, remote, {}, {}, query, offered)
+        request = self._new_request()
+        handshake = Handshake(
+            url=f"{opts.scheme}://{request.header('host', 'localhost')}{request.target}",
+            headers=request.headers,
+            remote=request.remote,
+            query=query,
+            subprotocols=offered,
+            ext=ext,
+        )
+        conn.start(handshake, rest)
 
 
 def response_subprotocol(proto: ServerProtocol) -> str | None:
@@ -766,32 +736,32 @@ def response_subprotocol(proto: ServerProtocol) -> str | None:
     return proto.subprotocol
 
 
-async def _authenticate(node: Node, conn: WebSocketConnection, session: Session, prev_sid: str) -> None:
-    try:
-        ok = await node.authenticate(session, prev_sid)
-    except Exception:
-        log.exception("authentication crashed sid=%s", session.sid)
-        conn.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
-        return
-    finally:
-        conn.auth_task = None  # nothing to cancel any more; do not keep the task per connection
-    if ok:
-        conn.start_commands()
+class LiveConnection(Protocol):
+    """A long-lived client connection (a WebSocket, an event stream) as the server sees it."""
+
+    def going_away(self) -> None:
+        """Graceful shutdown: tell the client (``server_restart``) and start closing."""
+        ...
+
+    def abort(self) -> None:
+        """Reset the connection now (it did not close in time)."""
+        ...
 
 
 class ServerState:
     """Shared by every connection of one server: the node, live connections, shutdown flag."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodePort) -> None:
         self.node = node
-        self.connections: set[WebSocketConnection] = set()
+        #: Live client connections (counted by ``--max-conn``, drained on shutdown).
+        self.connections: set[LiveConnection] = set()
         self.http: set[HttpProtocol] = set()
         self.shutting_down = False
         self.started = time.time()
         #: Set when shutting down and the last connection is gone.
         self.drained = asyncio.Event()
 
-    def lost(self, conn: WebSocketConnection) -> None:
+    def lost(self, conn: LiveConnection) -> None:
         self.connections.discard(conn)
         if self.shutting_down and not self.connections:
             self.drained.set()

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pycable.protocol import constants as c
-from pycable.protocol import messages
-from pycable.protocol.framing import text_frame
 from pycable.transport.http import HttpOptions, HttpProtocol, ServerState
 
 __all__ = ["Server"]
@@ -65,11 +62,8 @@ class Server:
         self.state.shutting_down = True
         for srv in self.servers:
             srv.close()
-        frame = text_frame(messages.disconnect(c.SERVER_RESTART, True))
-        conns = list(self.state.connections)
-        for conn in conns:
-            conn.send_frame(frame)
-            conn.close(c.CLOSE_GOING_AWAY, "Server restart")
+        for conn in list(self.state.connections):
+            conn.going_away()
         for proto in list(self.state.http):
             if proto.writer is not None:  # a streaming response: its own goodbye, or closed
                 proto.writer.going_away()
@@ -81,7 +75,7 @@ class Server:
             except TimeoutError:
                 log.warning("%d connections still open after %gs: aborting", len(self.state.connections), timeout)
         for conn in list(self.state.connections):
-            conn.transport.abort()
+            conn.abort()
         for srv in self.servers:
             try:
                 await asyncio.wait_for(srv.wait_closed(), 1.0)

@@ -3,14 +3,7 @@ from __future__ import annotations
 from contract.backends.handle import BrokerHandle
 from pycable.broker.base import HistoryPolicy
 from pycable.broker.memory import MemoryBroker
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from pycable.testing import FakeClock
 
 
 async def make(policy: HistoryPolicy, sessions_ttl: float, name: str) -> BrokerHandle:
