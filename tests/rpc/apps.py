@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers.jsonlines import JsonLinesProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "src" / "pycable" / "rpc" / "anycable.proto"
 RPC_APP = ROOT / "tests" / "rpc_app"
@@ -295,58 +297,12 @@ class RpcApp:
         return json.loads(state[identifier])
 
 
-class JsClient:
+class JsClient(JsonLinesProcess):
     """The real ``@anycable/core`` client (tests/rpc_app/restore_client.mjs): one cable with
     one ``chat`` subscription; its events are collected, commands go to its stdin."""
 
     def __init__(self, url: str, room: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            ["node", str(RPC_APP / "restore_client.mjs"), url, room],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=RPC_APP,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for raw in self.proc.stdout:
-                with self._cond:
-                    self.events.append(json.loads(raw))
-                    self._cond.notify_all()
-
-    def send(self, **cmd: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
+        super().__init__(["node", str(RPC_APP / "restore_client.mjs"), url, room], RPC_APP, "js-client")
 
     async def wait_event(self, pred: Pred, timeout: float = 10.0, after: int = 0) -> dict[str, Any]:
-        def wait() -> dict[str, Any]:
-            with self._cond:
-                found: list[dict[str, Any]] = []
-
-                def ready() -> bool:
-                    found[:] = [e for e in self.events[after:] if pred(e)]
-                    return bool(found)
-
-                if not self._cond.wait_for(ready, timeout):
-                    raise TimeoutError(f"no matching event; got {self.events}")
-                return found[0]
-
-        return await asyncio.to_thread(wait)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="exit")
-                self.proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self._reader.join(5)
+        return await self.wait(pred, timeout, after)

@@ -4,7 +4,7 @@
 // Config (argv[2] JSON): {url, name, connect?: bool, subscribe?: [sub...]} where sub is
 //   {id, channel, params} | {id, signed} | {id, stream}
 // Commands (stdin, JSON lines):
-//   {"cmd":"subscribe", ...sub}   {"cmd":"perform","id","action","data"}
+//   {"cmd":"subscribe", ...sub}   {"cmd":"perform","id","action","data"}   {"cmd":"whisper","id","data"}
 //   {"cmd":"unsubscribe","id"}    {"cmd":"terminate"} (cut the socket: the client reconnects)
 //   {"cmd":"connect"}             {"cmd":"exit"}
 // Events (stdout, JSON lines): those of ../js/lib.mjs (connect, disconnect, close, frame, log,
@@ -41,6 +41,10 @@ onLines(async cmd => {
     case 'perform':
       await channels[cmd.id].perform(cmd.action, cmd.data || {})
       emit({ event: 'performed', client, id: cmd.id, action: cmd.action })
+      break
+    case 'whisper':
+      await channels[cmd.id].whisper(cmd.data)
+      emit({ event: 'whispered', client, id: cmd.id })
       break
     case 'unsubscribe':
       await channels[cmd.id].disconnect()

@@ -61,3 +61,8 @@ def test_defaults_and_overrides():
 def test_unsupported_adapter_is_a_clear_error(adapter):
     with pytest.raises(ValueError, match="not supported by the SDK"):
         Settings(broadcast_adapter=adapter)
+
+
+def test_bad_numbers_name_the_variable():
+    with pytest.raises(ValueError, match="ANYCABLE_PORT='x'"):
+        Settings.from_env({"ANYCABLE_PORT": "x"})

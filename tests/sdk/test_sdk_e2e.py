@@ -163,6 +163,19 @@ class TestChannels:
         assert "gone" not in cat.messages("r") and "gone too" not in cat.messages("r")
 
 
+class TestWhisper:
+    async def test_whisper_on_a_stream_the_channel_opened_with_whisper(self, stack):
+        ann, bob = stack.cable("ann", room("r", "wh")), stack.cable("bob", room("r", "wh"))
+        for c in (ann, bob):
+            await c.wait({"event": "subscribed", "id": "r"})
+            c.perform("r", "whisper_on", stream="typing/wh")
+            c.perform("r", "echo", text="whisper on")
+            await c.message("r", {"echo": "whisper on"})
+        ann.send(cmd="whisper", id="r", data={"typing": "ann"})
+        await bob.message("r", {"typing": "ann"})
+        assert {"typing": "ann"} not in ann.messages("r"), "a whisper skips its sender"
+
+
 class TestFromInsideACall:
     @pytest.mark.parametrize("action", ["speak", "speak_sync"])
     async def test_to_others(self, stack, action):

@@ -86,19 +86,23 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(f"ANYCABLE_{f.name.upper()}")
+            name = f"ANYCABLE_{f.name.upper()}"
+            raw = env.get(name)
             if raw is None and f.name == "redis_url":
-                raw = env.get("REDIS_URL")
+                name, raw = "REDIS_URL", env.get("REDIS_URL")
             if raw is None:
                 continue
-            if f.type in ("bool", bool):
-                values[f.name] = raw.strip().lower() in _TRUE
-            elif f.type in ("int", int):
-                values[f.name] = int(raw)
-            elif f.type in ("float", float):
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
+            try:
+                if f.type in ("bool", bool):
+                    values[f.name] = raw.strip().lower() in _TRUE
+                elif f.type in ("int", int):
+                    values[f.name] = int(raw)
+                elif f.type in ("float", float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {f.type}") from None
         values.update(overrides)
         return cls(**values)
 

@@ -273,8 +273,10 @@ def _command_reply(
     return reply
 
 
-async def _closing(app: Application, request: Mapping[str, Any], sid: str, hook: str) -> dict[str, Any]:
-    """Disconnect (``unsubscribed`` + ``disconnect``) and Restore (``restored`` twice)."""
+async def _closing(app: Application, request: Mapping[str, Any], sid: str, restore: bool) -> dict[str, Any]:
+    """Disconnect: every channel's ``unsubscribed``, then the connection's ``disconnect``.
+    Restore: every channel's ``restored``, then the connection's. All run, even after a
+    failure; the answer is ``ERROR`` with the first one."""
     env = _env(request)
     conn = app.connection_class(
         _request(env),
@@ -283,25 +285,24 @@ async def _closing(app: Application, request: Mapping[str, Any], sid: str, hook:
         state=_str_map(env.get("cstate")),
     )
     conn.restored_sid = _str(request.get("restored_sid"))
+    channel_hook, conn_hook = ("restored", "restored") if restore else ("unsubscribed", "disconnect")
     states = _decoded_states(env)
     errors: list[BaseException] = []
     for identifier in _str_list(request.get("subscriptions")):
         try:
             channel = _channel(app, conn, identifier, states.get(identifier, {}))
         except CallFailed as exc:
-            log.warning("%s: skipping subscription %s (sid=%s): %s", hook, identifier, sid, exc)
+            log.warning("%s: skipping subscription %s (sid=%s): %s", channel_hook, identifier, sid, exc)
             continue
-        method = "unsubscribed" if hook == "disconnect" else "restored"
         try:
-            await _call(app, getattr(channel, method), type(channel)._async[method])
+            await _call(app, getattr(channel, channel_hook), type(channel)._async[channel_hook])
         except Exception as exc:
-            log.exception("%s failed (sid=%s, identifier=%s)", method, sid, identifier)
+            log.exception("%s failed (sid=%s, identifier=%s)", channel_hook, sid, identifier)
             errors.append(exc)
     try:
-        await _call(app, getattr(conn, hook if hook == "disconnect" else "restored"),
-                    app.connection_async[hook if hook == "disconnect" else "restored"])  # fmt: skip
+        await _call(app, getattr(conn, conn_hook), app.connection_async[conn_hook])
     except Exception as exc:
-        log.exception("%s failed (sid=%s)", hook, sid)
+        log.exception("%s failed (sid=%s)", conn_hook, sid)
         errors.append(exc)
     return _error(errors[0]) if errors else {"status": SUCCESS}
 
@@ -332,7 +333,7 @@ async def dispatch(app: Application, method: str, request: Mapping[str, Any], si
         if method == "connect":
             return await connect(app, request, sid)
         if method in ("disconnect", "restore"):
-            return await _closing(app, request, sid, method)
+            return await _closing(app, request, sid, restore=method == "restore")
         raise UnknownMethod(method)
     finally:
         reset_current_socket(token)
