@@ -25,6 +25,7 @@ from pycable.pubsub.base import Subscriber
 from pycable.supervisor import notify_ready, worker_id
 from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
+from pycable.transport.sse import SSEHandler, SSEOptions
 from pycable.transport.ws import WSOptions
 
 __all__ = ["App", "run", "build_controller"]
@@ -127,6 +128,17 @@ class App:
             version=__version__,
             ws=ws,
         )
+        if config.sse:
+            sse = SSEOptions(
+                path=config.sse_path,
+                allowed_origins=tuple(config.allowed_origins),
+                max_conn=config.max_conn,
+                ping_interval=config.ping_interval,
+                ping_precision=config.ping_timestamp_precision,
+                max_pending=config.ws_max_pending_size,
+                version=__version__,
+            )
+            main.routes.add(config.sse_path, SSEHandler(self.state, sse), max_body=sse.max_body)
         extra = None
         if self.http_broadcaster is not None:
             route = self._broadcast_route(self.http_broadcaster)
@@ -201,6 +213,8 @@ class App:
             _context("broadcast").info("%s provider=http", self.http_broadcaster.describe())
         for path in cfg.path:
             log.info("Handle WebSocket connections at http://%s:%d%s", cfg.host, self.server.port, path)
+        if cfg.sse:
+            log.info("Handle SSE requests at http://%s:%d%s", cfg.host, self.server.port, cfg.sse_path)
         log.info("Handle health requests at http://%s:%d%s", cfg.host, self.server.port, cfg.health_path)
         for problem in self.health():
             log.warning("not ready: %s (%s answers 503 until it is)", problem, cfg.health_path)

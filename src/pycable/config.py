@@ -17,7 +17,7 @@ from pycable.exceptions import ConfigError
 
 __all__ = ["Config", "option", "GROUPS", "load_config", "parse_stream_rules"]
 
-GROUPS = ("server", "websocket", "auth", "streams", "broadcast", "broker", "pubsub", "redis", "nats", "rpc", "log")
+GROUPS = ("server", "websocket", "sse", "auth", "streams", "broadcast", "broker", "pubsub", "redis", "nats", "rpc", "log")
 
 
 def option(
@@ -52,7 +52,7 @@ class Config:
     allowed_origins: list[str] = option(
         [], "Accepted Origin hosts (comma-separated, '*suffix' wildcards); empty allows all", "server", kind="list"
     )
-    max_conn: int = option(0, "Maximum concurrent WebSocket connections (0: unlimited)", "server", flag="max-conn")
+    max_conn: int = option(0, "Maximum concurrent WebSocket and SSE connections (0: unlimited)", "server", flag="max-conn")
     shutdown_timeout: float = option(30.0, "Graceful shutdown timeout (seconds)", "server")
     workers: str = option("1", "Worker processes sharing the ports (SO_REUSEPORT) and a broker: a number, or "
                                "auto (the CPU count); see docs/workers.md", "server")
@@ -71,6 +71,9 @@ class Config:
                                                "is disconnected as too_slow", "websocket")
     ws_write_timeout: float = option(2.0, "Seconds a closing client may take before its socket is aborted",
                                      "websocket")
+    # -- sse -------------------------------------------------------------------------------
+    sse: bool = option(False, "Serve Server-Sent Events (EventSource) at --sse_path", "sse")
+    sse_path: str = option("/events", "Server-Sent Events endpoint path", "sse")
     # -- auth ------------------------------------------------------------------------------
     secret: str = option("", "Application secret: fallback for the JWT and streams secrets, base of the "
                               "broadcast key", "auth")

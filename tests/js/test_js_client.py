@@ -207,6 +207,15 @@ class Server:
         status, body = self.post_broadcast({"stream": stream, "data": json.dumps(data)})
         assert status == 201, f"broadcast answered {status}: {body!r}"
 
+    def broadcast_paced(self, stream: str, total: int, every: float) -> None:
+        """Broadcast ``{"seq": 1..total}`` on *stream*, one every *every* seconds."""
+        start = time.monotonic()
+        for n in range(1, total + 1):
+            self.broadcast(stream, {"seq": n})
+            delay = start + n * every - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
     def broadcast_batch(self, items: list[tuple[str, Any]]) -> None:
         status, body = self.post_broadcast([{"stream": s, "data": json.dumps(d)} for s, d in items])
         assert status == 201, f"batch broadcast answered {status}: {body!r}"
@@ -756,12 +765,7 @@ def run_jitter(env: Harness, srv: Server, clients: int = 200, finish_timeout_ms:
     j.send(cmd="start_jitter")
     j.wait_for({"event": "jitter_started"})
     total = 60  # 2 per second for 30 s
-    start = time.monotonic()
-    for n in range(1, total + 1):
-        srv.broadcast("jitter", {"seq": n})
-        delay = start + n * 0.5 - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+    srv.broadcast_paced("jitter", total, every=0.5)
     j.send(cmd="finish", expected=total)
     result = j.wait_for({"event": "result"}, timeout=40)
     print("jitter totals:", json.dumps(result["totals"]))

@@ -19,7 +19,7 @@ __all__ = ["LocalController"]
 
 log = logging.getLogger("pycable.node")
 
-TURBO_CHANNEL = "Turbo::StreamsChannel"
+TURBO_CHANNEL = c.TURBO_CHANNEL
 
 
 def _unauthorized(reason: str = c.UNAUTHORIZED) -> ConnectResult:

@@ -107,6 +107,16 @@ class Hub:
                 if entry is not None:
                     entry.send = _removed
 
+    def rewire(self, session: Session) -> None:
+        """The connection's fan-out writer changed (an event stream that started after its
+        subscriptions): fan out through the new one."""
+        writer = session.conn.frame_writer
+        for sub in session.subscriptions.values():
+            for stream in sub.streams:
+                entry = self.streams.get(stream, {}).get((session, sub.identifier))
+                if entry is not None and entry.send is not _removed:
+                    entry.send = writer
+
     def _remove(self, stream: str, session: Session, identifier: str) -> None:
         subs = self.streams.get(stream)
         if subs is not None:

@@ -221,6 +221,11 @@ class Node:
             auth.cancel()
         self._spawn(self.disconnect(session))
 
+    def rewire(self, session: Session) -> None:
+        """The connection's ``frame_writer`` changed: the fan-out uses the new one."""
+        if not session.closed:
+            self.hub.rewire(session)
+
     def count_malformed(self) -> None:
         self.stats["malformed_frames"] += 1
 

@@ -67,6 +67,11 @@ class NodePort(Protocol):
         """The connection is gone: release its streams, tell the application (background)."""
         ...
 
+    def rewire(self, session: Session) -> None:
+        """The connection's ``frame_writer`` changed (e.g. a stream that starts after its
+        subscriptions were made): the fan-out uses the new one."""
+        ...
+
     def count_malformed(self) -> None:
         """A client message was dropped as malformed (for stats)."""
         ...

@@ -55,4 +55,5 @@ WHISPER_STREAM_STATE: Final = "$w"
 PRESENCE_STREAM_STATE: Final = "$p"
 
 PUBSUB_CHANNEL: Final = "$pubsub"
+TURBO_CHANNEL: Final = "Turbo::StreamsChannel"
 HEALTH_BODY: Final = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."

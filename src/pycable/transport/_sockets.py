@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
-__all__ = ["reset"]
+from pycable.protocol.connection import ConnectionPolicy
+
+__all__ = ["arm_timer", "reset"]
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -21,3 +24,9 @@ def reset(transport: asyncio.Transport) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+def arm_timer(policy: ConnectionPolicy, now: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    """Call *callback* at the policy's next wakeup (*now* is the wall clock the policy uses)."""
+    loop = asyncio.get_running_loop()
+    return loop.call_at(loop.time() + max(0.0, policy.next_wakeup() - now), callback)

@@ -32,8 +32,9 @@ A route maps a path to an async handler that takes a :class:`Request` and return
   capped at ``max_buffer``: past it the client is too slow, ``writer.on_slow`` (if set) writes
   its last words and the connection closes. With ``backpressure=True`` the producer awaits
   ``writer.drain()`` (the cap still holds, as a hard limit). ``writer.closed`` is an event set
-  once the client is gone or the stream was closed. On graceful shutdown the server calls
-  ``writer.on_going_away`` (if set) or closes the stream.
+  once the client is gone or the stream was closed (``run`` is called even then: a client
+  that left while the handler ran, a HEAD request), so that it can clean up. On graceful
+  shutdown the server calls ``writer.on_going_away`` (if set) or closes the stream.
 
 Keep-alive and pipelining are supported (answers go out in order); request heads must arrive
 within :data:`HEAD_TIMEOUT` seconds; heads are capped at 64 KiB.
@@ -628,13 +629,13 @@ class HttpProtocol(asyncio.Protocol):
         assert transport is not None
         self.stopped = True  # the body is delimited by the close: nothing more is read
         self.pending.clear()
-        if transport.is_closing():
-            return
-        transport.write(_head(response.status, [*response.headers, ("Connection", "close")]))
-        if request.method == "HEAD":
-            transport.close()
-            return
         writer = self.writer = StreamWriter(transport, response.max_buffer, response.backpressure)
+        if transport.is_closing():  # the client left while the handler ran: run sees it gone
+            writer._lost()
+        else:
+            transport.write(_head(response.status, [*response.headers, ("Connection", "close")]))
+            if request.method == "HEAD":
+                writer.close()
         try:
             await response.run(writer)
         except Exception:

@@ -29,7 +29,7 @@ from pycable.protocol.connection import Close, ConnectionPolicy, Malformed
 from pycable.protocol.encoding import WEBSOCKET
 from pycable.protocol.framing import close_frame, text_frame
 from pycable.protocol.session import ping_timestamp
-from pycable.transport._sockets import reset
+from pycable.transport._sockets import arm_timer, reset
 
 __all__ = ["WebSocketConnection", "WSOptions"]
 
@@ -262,9 +262,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.node.closing(self.session)
 
     def _arm(self, now: float) -> None:
-        self.timer = self.loop.call_at(
-            self.loop.time() + max(0.0, self.policy.next_wakeup() - now), self._on_timer
-        )
+        self.timer = arm_timer(self.policy, now, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
