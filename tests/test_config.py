@@ -190,3 +190,12 @@ def test_pubsub_stays_none_without_redis():
     c = load_config(cli("--broker", "memory", "--broadcast_adapter", "http,redis"), environ={})
     c.apply_presets()
     assert c.pubsub == "none"
+
+
+def test_presence_options():
+    c = load_config(cli("--presence_ttl", "2", "--presence_max_per_stream", "50"), environ={})
+    limits = c.presence_limits()
+    assert (limits.ttl, limits.max_per_stream, limits.max_per_session, limits.max_info_size) == (2, 50, 100, 4096)
+    c.presence_ttl = 0
+    with pytest.raises(ConfigError, match="presence_ttl"):
+        c.validate()

@@ -87,6 +87,8 @@ class App:
         self.broker: Broker = registry.build("broker", registry.BROKERS, config.broker or "none", config)
         self.pubsub: Subscriber = registry.build("pubsub", registry.PUBSUBS, config.pubsub or "none", config)
         self.controller = build_controller(config)
+        # Presence follows the broker: the same backend keeps both.
+        presence = registry.build("presence", registry.PRESENCES, config.broker or "none", config)
         self.node = Node(
             self.controller,
             self.broker,
@@ -100,6 +102,7 @@ class App:
                 proxy_cookies=tuple(config.proxy_cookies),
                 jwt_header=f"x-{config.jwt_param}".lower() if config.jwt_secret or config.secret_or_empty else "",
             ),
+            presence=presence,
         )
         self.state = ServerState(self.node)
         bport = config.effective_broadcast_port

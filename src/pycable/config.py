@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycable.broker.base import StreamRule
 from pycable.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pycable.presence.base import PresenceLimits
 
 __all__ = ["Config", "option", "GROUPS", "load_config", "parse_stream_rules"]
 
@@ -104,6 +107,10 @@ class Config:
     history_limit: int = option(100, "Messages kept per stream", "broker")
     history_ttl: float = option(300.0, "Seconds a message is kept in a stream's history", "broker")
     sessions_ttl: float = option(300.0, "Seconds a disconnected session can be restored (0: never)", "broker")
+    presence_ttl: float = option(15.0, "Seconds a disconnected session stays present", "broker")
+    presence_max_per_stream: int = option(10_000, "Most presence members per stream (0: no cap)", "broker")
+    presence_max_per_session: int = option(100, "Most streams a session may be present in (0: no cap)", "broker")
+    presence_max_info_size: int = option(4096, "Largest presence info accepted (bytes of JSON)", "broker")
     stream_history: list[str] = option(
         [], "Per-stream history overrides: 'pattern=limit:N,ttl:S' entries separated by ';' (glob patterns)",
         "broker", kind="rules")
@@ -190,6 +197,13 @@ class Config:
 
         return application_secret(self.secret)
 
+    def presence_limits(self) -> PresenceLimits:
+        from pycable.presence.base import PresenceLimits
+
+        return PresenceLimits(
+            self.presence_ttl, self.presence_max_per_stream, self.presence_max_per_session, self.presence_max_info_size
+        )
+
     def stream_rules(self) -> tuple[StreamRule, ...]:
         return parse_stream_rules(self.stream_history)
 
@@ -229,6 +243,8 @@ class Config:
             raise ConfigError("--history_ttl must be positive")
         if self.sessions_ttl < 0:
             raise ConfigError("--sessions_ttl must not be negative")
+        if self.presence_ttl <= 0:
+            raise ConfigError("--presence_ttl must be positive")
         if self.ping_interval <= 0:
             raise ConfigError("--ping_interval must be positive")
         if self.max_message_size < 128:

@@ -8,6 +8,7 @@
     │   └── BroadcastFormatError  valid JSON of the wrong shape (HTTP 422)
     ├── HistoryError         history cannot be served for a stream (reject_history)
     ├── BrokerError          the broker backend failed (HTTP 503, logged)
+    ├── PresenceError        a presence join/leave/info refused (bad data, ID mismatch, a cap)
     ├── RPCError             the application RPC failed
     └── ConfigError          bad configuration, reported at startup
 """
@@ -21,6 +22,7 @@ __all__ = [
     "BroadcastFormatError",
     "HistoryError",
     "BrokerError",
+    "PresenceError",
     "RPCError",
     "ConfigError",
 ]
@@ -48,6 +50,10 @@ class HistoryError(CableError):
 
 class BrokerError(CableError):
     """The broker backend failed (unreachable, timed out, refused)."""
+
+
+class PresenceError(CableError):
+    """A presence command is refused: bad data, an ID mismatch, or a cap reached."""
 
 
 class RPCError(CableError):

@@ -14,13 +14,20 @@ from pycable.exceptions import ConfigError
 if TYPE_CHECKING:
     from pycable.config import Config
 
-__all__ = ["BROKERS", "PUBSUBS", "BROADCASTERS", "CONTROLLERS", "check", "build"]
+__all__ = ["BROKERS", "PRESENCES", "PUBSUBS", "BROADCASTERS", "CONTROLLERS", "check", "build"]
 
 BROKERS = {
     "none": "pycable.broker.base:null_from_config",
     "memory": "pycable.broker.memory:from_config",
     "redis": "pycable.broker.redis:from_config",
     "nats": "pycable.broker.nats:from_config",
+}
+#: Presence follows the broker: the same backend keeps both (``--broker``).
+PRESENCES = {
+    "none": "pycable.presence.base:null_from_config",
+    "memory": "pycable.presence.memory:from_config",
+    "redis": "pycable.presence.redis:from_config",
+    "nats": "pycable.presence.nats:from_config",
 }
 PUBSUBS = {
     "none": "pycable.pubsub.base:local_from_config",

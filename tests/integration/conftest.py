@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
+from helpers.client import CableClient
 from helpers.server import ServerProcess
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[CableClient]]:
+    """Clients a test opened; closed at teardown, also when the test fails."""
+    clients: list[CableClient] = []
+    yield clients
+    for c in clients:
+        await c.close()
 
 
 @pytest.fixture(scope="module")

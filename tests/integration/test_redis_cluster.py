@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -69,15 +69,6 @@ def post(srv: ServerProcess, stream: str, i: int, **meta: object) -> int:
 
 def seq(client: CableClient, stream: str) -> list[int]:
     return [m["message"]["i"] for m in client.messages(stream)]
-
-
-@pytest.fixture
-async def opened() -> AsyncIterator[list[CableClient]]:
-    """Clients a test opened; closed at teardown, also when the test fails."""
-    clients: list[CableClient] = []
-    yield clients
-    for c in clients:
-        await c.close()
 
 
 async def connect(opened: list[CableClient], srv: ServerProcess, stream: str) -> tuple[CableClient, str]:

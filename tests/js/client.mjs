@@ -14,6 +14,9 @@
 //   {"cmd":"connect"}                         cable.connect()
 //   {"cmd":"subscribe","id":"x","stream":"s"} or {"cmd":"subscribe","id":"x","signed":"..."}
 //   {"cmd":"whisper","id":"x","data":{...}}
+//   {"cmd":"presence_join","id":"x","pid":"42","info":{...}}   channel.presence.join(pid, info)
+//   {"cmd":"presence_leave","id":"x"}         channel.presence.leave()
+//   {"cmd":"presence_info","id":"x"}          channel.presence.info() -> presence_info / presence_info_failed
 //   {"cmd":"set_delay","ms":N}                reconnect delay for the next attempts
 //   {"cmd":"terminate","delay":N}             set the delay (optional), then ws.terminate()
 //   {"cmd":"disconnect"}                      cable.disconnect()
@@ -22,7 +25,8 @@
 //   {"cmd":"exit"}
 //
 // Events: started, ws_open, ws_close, connect, disconnect, close, sent, frame, log,
-// subscribed, subscribe_failed, message, info, whispered, terminated, state, error.
+// subscribed, subscribe_failed, message, info, presence, presence_joined, presence_left,
+// presence_info, presence_info_failed, whispered, terminated, state, error.
 import { emit, readConfig, makeCable, onLines, installCrashHandlers, reasonOf } from './lib.mjs'
 
 installCrashHandlers()
@@ -36,6 +40,7 @@ function subscribe({ id, stream, signed }) {
   channels[id] = channel
   channel.on('message', (msg, meta) => emit({ event: 'message', client, id, data: msg, meta: meta || null }))
   channel.on('info', ev => emit({ event: 'info', client, id, type: ev.type, data: ev.data === undefined ? null : ev.data }))
+  channel.on('presence', ev => emit({ event: 'presence', client, id, data: ev }))
   channel.on('connect', ev =>
     emit({ event: 'channel_connect', client, id, reconnect: ev.reconnect, restored: ev.restored })
   )
@@ -70,6 +75,20 @@ onLines(async cmd => {
       emit({ event: 'whispered', client, id: cmd.id })
       break
     }
+    case 'presence_join':
+      await channels[cmd.id].presence.join(cmd.pid, cmd.info)
+      emit({ event: 'presence_joined', client, id: cmd.id })
+      break
+    case 'presence_leave':
+      await channels[cmd.id].presence.leave()
+      emit({ event: 'presence_left', client, id: cmd.id })
+      break
+    case 'presence_info':
+      channels[cmd.id].presence.info().then(
+        info => emit({ event: 'presence_info', client, id: cmd.id, info }),
+        err => emit({ event: 'presence_info_failed', client, id: cmd.id, message: String(err && err.message) })
+      )
+      break
     case 'set_delay':
       state.reconnectDelay = cmd.ms
       emit({ event: 'delay_set', client, ms: cmd.ms })

@@ -129,6 +129,7 @@ class TestMessages:
             stopped_streams=["s0"],
             transmissions=["t"],
             env=pb.EnvResponse(istate={"a": ""}, cstate={"b": "2"}),
+            presence=pb.PresenceResponse(type="leave", id="7"),
         )
         ctl = await serve(app)
         r = await ctl.command("message", "ident", "ids", '{"action":"go"}', env(istate={"a": "1"}))
@@ -148,6 +149,7 @@ class TestMessages:
             {"a": ""},
             {"b": "2"},
         )
+        assert r.presence == ("leave", "7", "")
 
     async def test_failure_and_error_statuses(self, serve):
         app = FakeApp()

@@ -243,6 +243,7 @@ class TestAnswers:
             "stopped_streams": ["b"],
             "transmissions": ["t1", "t2"],
             "env": {"cstate": {"c": "1"}, "istate": {"i": ""}},
+            "presence": {"type": "join", "id": "42", "info": '{"name":"Sasha"}'},
         }
         ctl, _ = await make(script(ok(answer)))
         r = await ctl.command("message", "id", "ids", "{}", env())
@@ -255,6 +256,7 @@ class TestAnswers:
             ["t1", "t2"],
         )
         assert (r.cstate, r.istate) == ({"c": "1"}, {"i": ""})
+        assert r.presence == ("join", "42", '{"name":"Sasha"}')
 
     async def test_enum_names_and_missing_fields(self, make):
         """Proto3 JSON allows enum names; absent fields are their defaults; nulls are tolerated."""

@@ -29,7 +29,9 @@ from pycable.node.disconnector import Disconnector, session_env
 from pycable.node.gaps import GapFiller
 from pycable.node.hub import Hub
 from pycable.node.port import Connection, Handshake
+from pycable.node.presence import PresenceTracker
 from pycable.node.session import CacheEntry, Session, Subscription
+from pycable.presence.base import NullPresence, Presence
 from pycable.protocol import constants as c
 from pycable.protocol import messages
 from pycable.protocol.broadcast import Publication, RemoteCommand, StreamMessage
@@ -79,6 +81,7 @@ class Node:
         pubsub: Subscriber | None = None,
         config: NodeConfig | None = None,
         clock: Callable[[], float] = time.time,
+        presence: Presence | None = None,
     ) -> None:
         self.controller = controller
         self.broker: Broker = broker or NullBroker()
@@ -92,6 +95,7 @@ class Node:
         if self.broker.supports_history and (self.broker.is_distributed or self.pubsub.is_multi_node):
             self.gaps = GapFiller(self.broker, self.hub)
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
+        self.presence = PresenceTracker(presence or NullPresence(), self.handle_broadcast)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0,
                       "held_overflow": 0}
         self._touch_task: asyncio.Task[None] | None = None
@@ -105,6 +109,7 @@ class Node:
     async def start(self) -> None:
         await self.broker.start()
         await self.pubsub.start(self)
+        await self.presence.start()
         await self.controller.start()
         await self.disconnector.start()
         if self.config.sessions_ttl > 0 and self.broker.supports_history:
@@ -129,11 +134,17 @@ class Node:
             self.gaps.close()
         await self.disconnector.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
         await self.controller.shutdown()
+        await self.presence.shutdown()
         await self.pubsub.shutdown()
         await self.broker.shutdown()
 
     def describe(self) -> list[str]:
-        return [self.broker.describe(), self.pubsub.describe(), *self.controller.describe().splitlines()]
+        return [
+            self.broker.describe(),
+            self.pubsub.describe(),
+            *self.controller.describe().splitlines(),
+            self.presence.describe(),
+        ]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -380,6 +391,8 @@ class Node:
                 assert history is not None
                 await self._history(session, sub, history)
             await self._commit(session)
+            if cmd.presence is not None:
+                await self.presence.join(session, identifier, cmd.presence)
         else:  # FAILURE: no subscription, but the reply's connection state and transmissions count
             if result.cstate:
                 _merge(session.env.cstate, result.cstate)
@@ -401,7 +414,8 @@ class Node:
         except RPCError as exc:
             log.error("unsubscribe failed sid=%s: %s", session.sid, exc)
             result = CommandResult(FAILURE)
-        # Always stop streams and drop the subscription and its state (spec §1.2).
+        # Always stop streams and drop the subscription, its presence and state (spec §1.2).
+        await self.presence.unsubscribed(session, cmd.identifier)
         await self._detach_all(session, sub)
         session.subscriptions.pop(cmd.identifier, None)
         session.istate.pop(cmd.identifier, None)
@@ -481,10 +495,13 @@ class Node:
             log.warning("whisper dropped sid=%s: %s", session.sid, exc)
 
     async def handle_join(self, session: Session, cmd: Command) -> None:
-        log.debug("presence is not supported yet sid=%s", session.sid)
+        await self.presence.join(session, cmd.identifier, cmd.presence)
 
-    handle_leave = handle_join
-    handle_presence = handle_join
+    async def handle_leave(self, session: Session, cmd: Command) -> None:
+        await self.presence.leave(session, cmd.identifier)
+
+    async def handle_presence(self, session: Session, cmd: Command) -> None:
+        await self.presence.info(session, cmd.identifier, cmd.data)
 
     # -- history ---------------------------------------------------------------------------
 
@@ -600,6 +617,8 @@ class Node:
             session.disconnect_interest = True
         for t in result.transmissions:
             session.send(t.encode())
+        if result.presence is not None:
+            await self.presence.apply_rpc(session, sub.identifier, result.presence)
         return dirty
 
     async def _commit(self, session: Session) -> None:
@@ -625,6 +644,7 @@ class Node:
         self._queue_disconnect(session)  # before any await: a shutdown may cancel this task
         for stream in streams:
             await self._interest(stream, -1)
+        await self.presence.disconnected(session)
         if session.resumable:
             try:
                 await self.broker.touch_session(session.sid)

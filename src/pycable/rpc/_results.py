@@ -56,6 +56,7 @@ def command_result(
     error_msg: str,
     istate: Mapping[str, str],
     cstate: Mapping[str, str],
+    presence: tuple[str, str, str] | None = None,
 ) -> CommandResult:
     check_status("command", status, error_msg)
     return CommandResult(
@@ -68,4 +69,5 @@ def command_result(
         istate=dict(istate),
         cstate=dict(cstate),
         error=error_msg,
+        presence=presence if presence is not None and presence[0] else None,
     )

@@ -68,6 +68,9 @@ class CommandResult:
     cstate: dict[str, str] = field(default_factory=dict)
     disconnect_interest: bool = True
     error: str = ""
+    #: ``CommandResponse.presence`` as ``(type, id, info JSON text)``: join or leave the
+    #: subscription's presence stream (spec §6.3 step 7).
+    presence: tuple[str, str, str] | None = None
 
 
 class Controller(Protocol):

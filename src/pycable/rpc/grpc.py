@@ -145,6 +145,9 @@ class GrpcController:
             error_msg=reply.error_msg,
             istate=reply.env.istate,
             cstate=reply.env.cstate,
+            presence=(
+                (reply.presence.type, reply.presence.id, reply.presence.info) if reply.HasField("presence") else None
+            ),
         )
 
     async def disconnect(self, identifiers: str, subscriptions: list[str], env: Env) -> None:

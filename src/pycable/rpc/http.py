@@ -90,6 +90,13 @@ def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _presence(value: object) -> tuple[str, str, str] | None:
+    """``presence`` of a Command reply: ``{"type", "id", "info"}`` (info is JSON text)."""
+    if not isinstance(value, dict):
+        return None
+    return _str(value.get("type")), _str(value.get("id")), _str(value.get("info"))
+
+
 def _env_of(reply: dict[str, Any]) -> dict[str, Any]:
     env = reply.get("env")
     return env if isinstance(env, dict) else {}
@@ -173,6 +180,7 @@ class HttpController:
             error_msg=_str(reply.get("error_msg")),
             istate=_str_map(reply_env.get("istate")),
             cstate=_str_map(reply_env.get("cstate")),
+            presence=_presence(reply.get("presence")),
         )
 
     async def disconnect(self, identifiers: str, subscriptions: list[str], env: Env) -> None:
