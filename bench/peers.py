@@ -272,7 +272,13 @@ class Run:
         """k broadcasts one at a time; returns the fan times (ms) of the complete ones."""
         assert self.lg is not None
         self.lg.send(f"FAN {k} {int(timeout_s * 1000)}")
-        lines = self.lg.expect("FANDONE", 30 + k * (timeout_s + 5))
+        try:  # per broadcast: up to timeout_s for its HTTP reply, then timeout_s for delivery
+            lines = self.lg.expect("FANDONE", 30 + k * (2 * timeout_s + 5))
+        except TimeoutError:
+            raise Broke(
+                f"fan: {k} broadcasts one at a time did not finish within {30 + k * (2 * timeout_s + 5):.0f} s "
+                f"(more than {timeout_s:.0f} s per broadcast){self.alive()}"
+            ) from None
         times, statuses = [], set()
         for line in lines[:-1]:
             if line.startswith("SEQ"):
@@ -410,7 +416,9 @@ def run_one(name: str, n: int, args: argparse.Namespace, pad: int, tag: str) -> 
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """pycable's msg/s over each other server's, per N and broadcasts in flight, from one run."""
+    """pycable's msg/s over each other server's, per N and broadcasts in flight (``N/wK``), and
+    each other server's CPU per delivered message over pycable's (``N/wK/cpu``), from one run.
+    The CPU ratio depends much less on what else the machine was running at the time."""
     out: dict[str, dict[str, float]] = {}
     for n in sorted({r["n"] for r in results}):
         py = next((r for r in results if r["n"] == n and r["server"] == "pycable" and r.get("ok")), None)
@@ -419,28 +427,36 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         for r in results:
             if r["n"] == n and r["server"] != "pycable" and r.get("ok"):
                 for w in (1, 8):
-                    out.setdefault(r["server"], {})[f"{n}/w{w}"] = round(
-                        py[f"tput{w}"]["msgs_per_s"] / r[f"tput{w}"]["msgs_per_s"], 2
-                    )
+                    mine, theirs = py[f"tput{w}"], r[f"tput{w}"]
+                    out.setdefault(r["server"], {})[f"{n}/w{w}"] = round(mine["msgs_per_s"] / theirs["msgs_per_s"], 2)
+                    if mine["server_cpu_us_per_msg"] and theirs["server_cpu_us_per_msg"]:
+                        out[r["server"]][f"{n}/w{w}/cpu"] = round(
+                            theirs["server_cpu_us_per_msg"] / mine["server_cpu_us_per_msg"], 2
+                        )
     return out
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| server | N | msg/s, 1 in flight | msg/s, 8 in flight | pycable ÷ this (8 in flight) | fan p50 / p99 ms "
-        "| KB per idle conn | connect s | complete |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | N | msg/s, 1 in flight | msg/s, 8 in flight | pycable ÷ this (8 in flight) | CPU µs/msg (8 in flight) "
+        "| this ÷ pycable | CPU share | fan p50 / p99 ms | KB per idle conn | connect s | complete |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     rat = ratios(results)
     for r in results:
         if not r.get("ok"):
-            rows.append(f"| {r['label']} | {r['n']:,} | — | — | — | — | {r.get('rss_per_conn_kb', '—')} | "
+            rows.append(f"| {r['label']} | {r['n']:,} | — | — | — | — | — | — | — | {r.get('rss_per_conn_kb', '—')} | "
                         f"{r.get('connect_s', '—')} | broke: {r.get('error', '?')} |")  # fmt: skip
             continue
         x = rat.get(r["server"], {}).get("{}/w8".format(r["n"]))
         ratio = "1" if r["server"] == "pycable" else "—" if x is None else f"{x:g}×"
+        xc = rat.get(r["server"], {}).get("{}/w8/cpu".format(r["n"]))
+        cpu_ratio = "1" if r["server"] == "pycable" else "—" if xc is None else f"{xc:g}×"
+        t8 = r["tput8"]
+        share = f"{t8['server_cpu_s'] / t8['wall_s']:.0%}" if t8.get("wall_s") else "—"
         rows.append(
             f"| {r['label']} | {r['n']:,} | {r['tput1']['msgs_per_s']:,} | {r['tput8']['msgs_per_s']:,} | {ratio} | "
+            f"{t8['server_cpu_us_per_msg']:g} | {cpu_ratio} | {share} | "
             f"{r['fan']['p50_ms']:g} / {r['fan']['p99_ms']:g} | {r['rss_per_conn_kb']:g} | {r['connect_s']:g} | yes"
             + (f" ({r['connect_closes']} closed by the server while connecting, reconnected)" if r.get("connect_closes") else "")
             + " |"
@@ -477,9 +493,10 @@ def plot(results: list[dict[str, Any]], outdir: Path) -> list[Path]:
         ax.set_title(f"fan-out, {w} broadcast{'s' if w > 1 else ''} in flight")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("delivered messages / s (log scale)")
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("One CPU per server, same C load generator, same run")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     paths.append(outdir / "peers-throughput.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
