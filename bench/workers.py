@@ -59,7 +59,8 @@ def main() -> int:
     args.settle = 0.2 if quick else 0.5
     args.fan_budget, args.fan_min, args.fan_max = (0.5, 5, 20) if quick else (6.0, 8, 100)
     args.tput_budget, args.tput_min, args.tput_max = (0.5, 10, 50) if quick else (5.0, 16, 2000)
-    args.fan_timeout = 30.0 if quick else 120.0
+    args.fan_timeout = 30.0 if quick else 60.0
+    args.warm = 3
     args.max_seq = 3 + args.fan_max + 2 * args.tput_max + 100
 
     for w in counts:

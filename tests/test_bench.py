@@ -37,6 +37,7 @@ def check_complete(r: dict[str, Any]) -> None:
         t = r[f"tput{window}"]
         assert t["delivered"] == t["expected"] == t["broadcasts"] * r["n"], (r["server"], window, t)
     assert r["loadgen_stat"]["dup"] == 0 and r["loadgen_stat"]["closes"] == 0, (r["server"], r["loadgen_stat"])
+    assert r["connect_closes"] == 0, r
 
 
 @pytest.mark.slow

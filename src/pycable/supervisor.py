@@ -18,7 +18,8 @@ plus a few overrides, and looks after them (:class:`Supervisor`):
   the supervisor logs ``worker N ready pid=…`` and ``all N workers ready``.
 * **Restarts.** A worker that exits on its own is started again, after 0.5 s doubling to
   10 s while it keeps dying young (reset once it has lived 30 s). A worker that exits with
-  code 2 (configuration error) stops the whole server with that code.
+  code 2 (configuration error), or whose first start never got to listen, stops the whole
+  server (exit code 2, or 1).
 * **Signals.** SIGTERM/SIGINT are forwarded to every worker, which drain gracefully
   (``server_restart`` to their clients, as a single process does); the supervisor exits when
   all have, then stops the embedded NATS. A second signal is forwarded too (a worker then
@@ -196,6 +197,7 @@ class Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.started = 0.0
         self.ready = asyncio.Event()
+        self.ever_ready = False
 
     async def spawn(self) -> None:
         from pycable.enats import pdeathsig
@@ -221,6 +223,7 @@ class Worker:
             if data:
                 log.info("worker %d ready pid=%d", self.number, pid)
                 self.ready.set()
+                self.ever_ready = True
 
         loop.add_reader(rfd, on_readable)
         log.info("worker %d started pid=%d", self.number, pid)
@@ -288,9 +291,12 @@ class Supervisor:
                 if code not in (0, -signal.SIGTERM, -signal.SIGINT):
                     log.warning("worker %d pid=%d exited with %s while stopping", w.number, w.proc.pid, code)
                 break
-            if code == 2:
-                log.error("worker %d exited with a configuration error: stopping", w.number)
-                self.exit_code = 2
+            if code == 2 or not w.ever_ready:
+                # A configuration error, or a first start that never listened (a port taken
+                # without SO_REUSEPORT, a broker that refuses us...): restarting would not help.
+                why = "a configuration error" if code == 2 else f"{code} before it was ever ready"
+                log.error("worker %d pid=%d exited with %s: stopping", w.number, w.proc.pid, why)
+                self.exit_code = 2 if code == 2 else 1
                 self._stop_all()
                 break
             if loop.time() - w.started >= HEALTHY_AFTER:

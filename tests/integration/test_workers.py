@@ -7,7 +7,9 @@ What each test proves:
 * every log line of a worker says which one wrote it;
 * SIGTERM to the supervisor drains every worker gracefully (``server_restart``), then it exits 0;
 * a worker killed with SIGKILL is started again, and a session it held resumes on a worker
-  with the messages broadcast in between.
+  with the messages broadcast in between;
+* workers that cannot listen at all (the port is held without SO_REUSEPORT) stop the server
+  with exit code 1 instead of restarting forever.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -193,3 +198,16 @@ def socket_owner(client_port: int, pids: dict[int, int]) -> int | None:
             except OSError:
                 continue
     return None
+
+
+def test_workers_that_never_listen_stop_the_server() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        srv = workers_server()
+        argv = [sys.executable, "-m", "pycable", "--host", "127.0.0.1", "--port", str(holder.getsockname()[1]),
+                "--http_broadcast_port", str(srv.bport), *FLAGS]  # fmt: skip
+        proc = subprocess.run(argv, env=srv.env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert re.search(r"worker \d pid=\d+ exited with 1 before it was ever ready: stopping", proc.stderr), proc.stderr
+    assert "restarting" not in proc.stderr and "all workers stopped" in proc.stderr
