@@ -50,6 +50,8 @@ _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError, APIError)
 _CONFLICT_CODES = (10071, 10164)
 #: Compare-and-set attempts before an operation gives up with BrokerError.
 MAX_ATTEMPTS = 50
+#: Keys renewed at once by :meth:`NatsPresence.touch`.
+TOUCH_CONCURRENCY = 64
 
 Value = dict[str, Any]
 
@@ -310,17 +312,31 @@ class NatsPresence:
         return [records[key].member for key in self.replica.streams.get(stream, {}).values()]
 
     async def touch(self, sids: Collection[str]) -> None:
+        """One compare-and-set per (stream, id) key, for all of this node's sessions in it;
+        :data:`TOUCH_CONCURRENCY` keys at a time (a node with many members renews them well
+        within ``ttl/2``)."""
         deadline = self._deadline()
+        keys: dict[tuple[str, str], set[str]] = {}
         for sid in sids:
-            for stream, pid in list(self.own.get(sid, {}).items()):
+            for stream, pid in self.own.get(sid, {}).items():
+                keys.setdefault((stream, pid), set()).add(sid)
 
-                def refresh(value: Value | None, sid: str = sid) -> Value | None:
-                    if value is None or sid not in value["sids"]:
-                        return value
-                    value["sids"][sid] = deadline
-                    return value
+        async def renew(stream: str, pid: str, mine: set[str]) -> None:
+            def refresh(value: Value | None) -> Value | None:
+                if value is not None:
+                    for sid in mine & value["sids"].keys():
+                        value["sids"][sid] = deadline
+                return value
 
-                await self._change(stream, pid, refresh)
+            await self._change(stream, pid, refresh)
+
+        items = list(keys.items())
+        for i in range(0, len(items), TOUCH_CONCURRENCY):
+            batch = items[i : i + TOUCH_CONCURRENCY]
+            results = await asyncio.gather(*(renew(s, pid, mine) for (s, pid), mine in batch), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def expire(self) -> list[PresenceEvent]:
         if self._kv is None:
