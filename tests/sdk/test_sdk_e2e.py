@@ -294,16 +294,31 @@ class TestBroadcastErrors:
         b.close()
 
 
-@pytest.fixture(scope="module")
-def rpc_less() -> Iterator[ServerProcess]:
+#: One environment for pycable and the SDK: the application secret alone, or every secret set
+#: on its own. The server reads it as ANYCABLE_* variables, the SDK through Settings.from_env.
+RPC_LESS_ENVS = {
+    "secret": {"ANYCABLE_SECRET": SECRET},
+    "separate": {
+        "ANYCABLE_JWT_SECRET": "jwt-" + SECRET,
+        "ANYCABLE_STREAMS_SECRET": "streams-" + SECRET,
+        "ANYCABLE_TURBO_STREAMS_SECRET": "turbo-" + SECRET,
+        "ANYCABLE_BROADCAST_KEY": "key-" + SECRET,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(RPC_LESS_ENVS))
+def rpc_less(request) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """pycable with no application at all: JWT identification, signed and Turbo streams."""
-    with ServerProcess("--secret", SECRET, "--enforce_jwt", "--turbo_streams", "--broker", "memory") as server:
-        yield server
+    env = {**RPC_LESS_ENVS[request.param], "ANYCABLE_ENFORCE_JWT": "true", "ANYCABLE_TURBO_STREAMS": "true"}
+    with ServerProcess("--broker", "memory", env=env) as server:
+        yield server, {**env, "ANYCABLE_BROADCAST_URL": f"http://127.0.0.1:{server.bport}/_broadcast"}
 
 
 class TestRpcLess:
     async def test_jwt_signed_and_turbo_streams_minted_by_the_sdk(self, rpc_less):
-        settings = Settings(secret=SECRET, broadcast_url=f"http://127.0.0.1:{rpc_less.bport}/_broadcast")
+        rpc_less, env = rpc_less
+        settings = Settings.from_env(env)
         configure(settings)
         token = jwt_token({"user": "ivy"}, ttl=60, settings=settings)
         turbo = turbo_signed_stream_name("rooms", 5, settings=settings)
@@ -329,14 +344,16 @@ class TestRpcLess:
             ivy.close()
 
     async def test_bad_tokens_and_signatures_are_refused(self, rpc_less):
-        expired = jwt_token({"user": "old"}, ttl=-10, secret=SECRET)
+        rpc_less, env = rpc_less
+        settings = Settings.from_env(env)
+        expired = jwt_token({"user": "old"}, ttl=-10, settings=settings)
         client = await CableClient.open(f"{rpc_less.url}?jid={expired}")
         try:
             msg = await client.wait_for({"type": "disconnect"})
             assert msg["reason"] == "token_expired"
         finally:
             await client.close()
-        ok = jwt_token({"user": "ok"}, secret=SECRET)
+        ok = jwt_token({"user": "ok"}, settings=settings)
         client = await CableClient.open(f"{rpc_less.url}?jid={ok}")
         try:
             await client.welcome()
