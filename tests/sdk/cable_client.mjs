@@ -5,10 +5,11 @@
 //   {id, channel, params} | {id, signed} | {id, stream}
 // Commands (stdin, JSON lines):
 //   {"cmd":"subscribe", ...sub}   {"cmd":"perform","id","action","data"}   {"cmd":"whisper","id","data"}
-//   {"cmd":"unsubscribe","id"}    {"cmd":"terminate"} (cut the socket: the client reconnects)
+//   {"cmd":"presence_info","id"}  {"cmd":"unsubscribe","id"}    {"cmd":"terminate"} (cut the socket: the client reconnects)
 //   {"cmd":"connect"}             {"cmd":"exit"}
 // Events (stdout, JSON lines): those of ../js/lib.mjs (connect, disconnect, close, frame, log,
-// ws_open, ws_close ...) plus subscribed, subscribe_failed, message {id, data}, performed.
+// ws_open, ws_close ...) plus subscribed, subscribe_failed, message {id, data}, presence {id, data},
+// presence_info {id, data}, performed.
 import { emit, readConfig, makeCable, onLines, installCrashHandlers, reasonOf } from '../js/lib.mjs'
 
 installCrashHandlers()
@@ -24,6 +25,7 @@ function subscribe({ id, channel, params, signed, stream }) {
   else ch = cable.subscribeTo(channel, params || {})
   channels[id] = ch
   ch.on('message', msg => emit({ event: 'message', client, id, data: msg }))
+  ch.on('presence', msg => emit({ event: 'presence', client, id, data: msg }))
   ch.ensureSubscribed().then(
     () => emit({ event: 'subscribed', client, id, identifier: ch.identifier }),
     err => emit({ event: 'subscribe_failed', client, id, reason: reasonOf(err), message: err ? String(err.message) : null })
@@ -45,6 +47,9 @@ onLines(async cmd => {
     case 'whisper':
       await channels[cmd.id].whisper(cmd.data)
       emit({ event: 'whispered', client, id: cmd.id })
+      break
+    case 'presence_info':
+      emit({ event: 'presence_info', client, id: cmd.id, data: await channels[cmd.id].presence.info() })
       break
     case 'unsubscribe':
       await channels[cmd.id].disconnect()

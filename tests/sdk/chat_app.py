@@ -13,7 +13,8 @@ speak: ``abroadcast`` ``{"user", "text"}`` to the room (``others``: not to the s
 speak_sync: the same from a sync action (a worker thread) with the sync ``broadcast``;
 kick_user: remote ``adisconnect`` of every connection of ``data.user``;
 boom / boom_sync: raise;
-whisper_on: ``stream_from(data.stream, whisper=True)``.
+whisper_on: ``stream_from(data.stream, whisper=True)``;
+present / absent: join (as the user, info ``{"name"}``) / leave the room's presence.
 
 Every callback reports itself on :data:`EVENTS` (the runner prints them).
 """
@@ -123,6 +124,13 @@ class ChatChannel(Channel):
 
     async def whisper_on(self, data: dict[str, Any]) -> None:
         self.stream_from(data["stream"], whisper=True)
+
+    async def present(self, data: dict[str, Any]) -> None:
+        self.stream_from(f"room:{self.params['room']}", presence=True)
+        self.join_presence(self.connection.user, {"name": self.connection.user.title()})
+
+    async def absent(self, data: dict[str, Any]) -> None:
+        self.leave_presence()
 
     def _hidden(self, data: dict[str, Any]) -> None:  # private: not an action
         raise AssertionError("never called")

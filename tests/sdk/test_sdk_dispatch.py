@@ -106,6 +106,13 @@ class Room(Channel):
         self.transmit({"bye": True})
         self.connection.close()
 
+    async def present(self, data: dict[str, Any]) -> None:
+        self.stream_from("room:1", presence=True)
+        self.join_presence(data["id"], data.get("info"))
+
+    async def absent(self, data: dict[str, Any]) -> None:
+        self.leave_presence()
+
     def _private(self, data: dict[str, Any]) -> None:
         raise AssertionError("a private method was called")
 
@@ -241,7 +248,7 @@ class TestSubscribe:
 class TestPerform:
     def test_actions_are_the_public_methods_declared_on_the_subclass(self):
         assert Room.actions() == {"bump", "sync_action", "no_data", "streams", "reset", "forget", "bad_state",
-                                  "fail", "bye"}  # fmt: skip
+                                  "fail", "bye", "present", "absent"}  # fmt: skip
 
     def test_action_gets_the_whole_data_and_state(self, app):
         answer = command(app, "message", ident(room="1"), data={"action": "bump", "by": 2}, istate={"n": "3"})
@@ -293,6 +300,32 @@ class TestPerform:
             answer = command(app, "message", ident(room="1"), data={"action": "fail"}, istate={"n": "1"})
         assert answer == {"status": ERROR, "error_msg": "ValueError: action failed"}
         assert any(r.exc_info for r in caplog.records)
+
+    def test_presence(self, app):
+        answer = command(app, "message", ident(room="1"), data={"action": "present", "id": 7, "info": {"n": "a"}})
+        assert answer["presence"] == {"type": "join", "id": "7", "info": '{"n":"a"}'}
+        assert answer["env"] == {"istate": {"$p": "room:1"}}, "the presence stream, in the same answer"
+        answer = command(
+            app, "message", ident(room="1"), data={"action": "present", "id": "x"}, istate={"$p": "room:1"}
+        )
+        assert answer["presence"] == {"type": "join", "id": "x"}, "no info"
+        answer = command(app, "message", ident(room="1"), data={"action": "absent"}, istate={"$p": "room:1"})
+        assert answer["presence"] == {"type": "leave"}
+
+    @pytest.mark.parametrize("pid", ["", "x" * 257, True, None, 1.5])
+    def test_bad_presence_ids(self, app, pid):
+        answer = command(app, "message", ident(room="1"), data={"action": "present", "id": pid})
+        assert answer["status"] == ERROR and "presence id" in answer["error_msg"]
+
+    def test_join_presence_needs_a_presence_stream(self):
+        class Lonely(Channel):
+            async def subscribed(self) -> None:
+                self.stream_from("s")
+                self.join_presence("me")
+
+        answer = run(dispatch(Application(channels=[Lonely]), "command",
+                              {"command": "subscribe", "identifier": '{"channel":"Lonely"}'}, "s"))  # fmt: skip
+        assert answer["status"] == ERROR and "presence stream" in answer["error_msg"]
 
     def test_close(self, app):
         answer = command(app, "message", ident(room="1"), data={"action": "bye"})

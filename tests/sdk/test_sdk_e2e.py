@@ -176,6 +176,24 @@ class TestWhisper:
         assert {"typing": "ann"} not in ann.messages("r"), "a whisper skips its sender"
 
 
+class TestPresence:
+    async def test_join_and_leave_from_the_channel(self, stack):
+        ann, bob = stack.cable("ann", room("r", "pr")), stack.cable("bob", room("r", "pr"))
+        for c in (ann, bob):
+            await c.wait({"event": "subscribed", "id": "r"})
+        bob.perform("r", "present")
+        bob.perform("r", "echo", text="bob is here")
+        await bob.message("r", {"echo": "bob is here"})
+        bob.send(cmd="presence_info", id="r")
+        info = await bob.wait({"event": "presence_info", "id": "r"})
+        assert info["data"] == {"bob": {"name": "Bob"}}
+        ann.perform("r", "present")
+        joined = await bob.wait(lambda e: e["event"] == "presence" and e["data"].get("id") == "ann")
+        assert joined["data"] == {"type": "join", "id": "ann", "info": {"name": "Ann"}}
+        ann.perform("r", "absent")
+        await bob.wait(lambda e: e["event"] == "presence" and e["data"] == {"type": "leave", "id": "ann"})
+
+
 class TestFromInsideACall:
     @pytest.mark.parametrize("action", ["speak", "speak_sync"])
     async def test_to_others(self, stack, action):

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from pycable.protocol.constants import WHISPER_STREAM_STATE
+from pycable.protocol.constants import PRESENCE_STREAM_STATE, WHISPER_STREAM_STATE
 
 if TYPE_CHECKING:
     from pycable.sdk.config import Settings
@@ -273,6 +273,8 @@ class Channel:
         self._stopped: list[str] = []
         self._stop_all = False
         self._rejected = False
+        #: ``(type, id, info JSON)`` for the answer's ``presence`` (join / leave).
+        self._presence: tuple[str, str, str] | None = None
 
     @classmethod
     def actions(cls) -> frozenset[str]:
@@ -281,14 +283,37 @@ class Channel:
 
     # -- what callbacks call -----------------------------------------------------------------
 
-    def stream_from(self, name: str, whisper: bool = False) -> None:
+    def stream_from(self, name: str, whisper: bool = False, presence: bool = False) -> None:
         """Deliver broadcasts on stream *name* to this subscription. With *whisper*, the
-        client may also whisper on it (to the stream's other subscribers)."""
+        client may also whisper on it (to the stream's other subscribers). With *presence*,
+        it is the subscription's presence stream: the client may ``join``/``leave`` it and
+        ask who is there, and :meth:`join_presence` joins it (docs/presence.md)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a stream name is a non-empty string, got {name!r}")
         self._streams.append(name)
         if whisper:
             self.state[WHISPER_STREAM_STATE] = name
+        if presence:
+            self.state[PRESENCE_STREAM_STATE] = name
+
+    def join_presence(self, id: str | int, info: Any = None) -> None:
+        """Join this subscription's presence stream (set by ``stream_from(..., presence=True)``,
+        in this call or an earlier one) as *id* with *info* (any JSON value): every subscriber
+        of the stream gets ``{"type":"join","id":...,"info":...}`` and ``info`` lists it.
+
+        Raises:
+            ValueError: no presence stream, or an id that is not 1 to 256 characters.
+        """
+        if not self.state.get(PRESENCE_STREAM_STATE):
+            raise ValueError("join_presence needs a presence stream: call stream_from(name, presence=True) first")
+        if isinstance(id, bool) or not isinstance(id, (str, int)) or not 1 <= len(str(id)) <= 256:
+            raise ValueError(f"a presence id is a string or an integer of 1 to 256 characters, got {id!r}")
+        self._presence = ("join", str(id), "" if info is None else orjson.dumps(info).decode())
+
+    def leave_presence(self) -> None:
+        """Leave this subscription's presence stream (its other subscribers get ``leave``
+        when no other session holds the id)."""
+        self._presence = ("leave", "", "")
 
     def stop_stream_from(self, name: str) -> None:
         """Stop delivering stream *name* to this subscription."""

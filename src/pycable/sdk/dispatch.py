@@ -15,8 +15,9 @@ Semantics (spec §6.2-6.4, the same as the Ruby and JS SDKs):
   (then the channel's transmissions) or, rejected, ``FAILURE`` with
   ``reject_subscription``; ``unsubscribe`` runs ``unsubscribed()`` and stops every stream;
   ``message`` runs the action named by ``data["action"]``. Streams, stopped streams,
-  ``stop_streams``, ``disconnect`` (``close()``), and the state changes (a removed key is
-  sent as ``""``, which deletes it) are in the answer.
+  ``stop_streams``, ``disconnect`` (``close()``), ``presence`` (``join_presence()`` /
+  ``leave_presence()``) and the state changes (a removed key is sent as ``""``, which
+  deletes it) are in the answer.
 * **Disconnect**: ``unsubscribed()`` of every subscription (its state decoded from the
   JSON pycable sends), then ``disconnect()``.
 * **Restore** (``--rpc_restore``): ``restored()`` of every subscription, then of the
@@ -263,6 +264,9 @@ def _command_reply(
         reply["stopped_streams"] = list(dict.fromkeys(channel._stopped))
     if transmissions:
         reply["transmissions"] = transmissions
+    if channel._presence is not None and not rejected and name != UNSUBSCRIBE:
+        kind, pid, info = channel._presence
+        reply["presence"] = {"type": kind, **({"id": pid} if pid else {}), **({"info": info} if info else {})}
     env: dict[str, dict[str, str]] = {}
     if name != UNSUBSCRIBE and not rejected and (ichanges := state_changes(istate, channel.state, "channel state")):
         env["istate"] = ichanges

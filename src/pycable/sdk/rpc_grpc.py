@@ -83,6 +83,7 @@ class Servicer(pb_grpc.RPCServicer):  # type: ignore[misc]
             "env": _env(request.env),
         }
         answer = await self._dispatch("command", body, context)
+        presence = answer.get("presence")
         return pb.CommandResponse(
             status=answer["status"],
             disconnect=answer.get("disconnect", False),
@@ -92,6 +93,7 @@ class Servicer(pb_grpc.RPCServicer):  # type: ignore[misc]
             transmissions=answer.get("transmissions", ()),
             error_msg=answer.get("error_msg", ""),
             env=_env_response(answer),
+            presence=pb.PresenceResponse(**presence) if presence else None,
         )
 
     async def Disconnect(self, request: Any, context: Any) -> Any:
