@@ -10,9 +10,18 @@ RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
 # regenerates it in place after editing the .proto.
 PROTO := src/pycable/rpc/anycable.proto
 
-.PHONY: install proto serve test test-py test-js lint bench bench-peers clean
+.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers clean
 
-install: $(STAMP)
+# The chat demo (examples/chat): its page loads only @anycable/web bundled here by esbuild.
+CHAT        := examples/chat
+CHAT_STAMP  := $(CHAT)/node_modules/.installed
+CHAT_BUNDLE := $(CHAT)/static/chat.js
+# make demo's ports and the environment both processes read (override: make demo DEMO_APP_PORT=9000).
+DEMO_HOST       ?= 127.0.0.1
+DEMO_APP_PORT   ?= 8000
+DEMO_CABLE_PORT ?= 8080
+
+install: $(STAMP) $(CHAT_BUNDLE)
 
 proto: $(STAMP)
 	$(BIN)/python -c 'import setup; setup.generate("src")'
@@ -31,14 +40,33 @@ $(RPC_APP_STAMP): tests/rpc_app/package.json
 	cd tests/rpc_app && npm install --no-audit --no-fund --loglevel=error
 	touch $(RPC_APP_STAMP)
 
+$(CHAT_STAMP): $(CHAT)/package.json $(CHAT)/package-lock.json
+	cd $(CHAT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(CHAT_STAMP)
+
+$(CHAT_BUNDLE): $(CHAT_STAMP) $(CHAT)/src/chat.js
+	cd $(CHAT) && npm run -s build
+
+# Debian's chromium for the browser test (tests/examples/test_chat_browser.py). Installed when
+# missing and root + apt-get are available; elsewhere the test is skipped and says why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will be skipped"; fi
+
+demo: install
+	$(BIN)/python -m examples.chat.demo --host $(DEMO_HOST) --app-port $(DEMO_APP_PORT) --cable-port $(DEMO_CABLE_PORT)
+
 serve: install
 	$(BIN)/pycable --presets=broker --public
 
-test: install $(NODE_STAMP) $(RPC_APP_STAMP)
+test: install chromium $(NODE_STAMP) $(RPC_APP_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -52,4 +80,4 @@ bench-peers: install
 	$(BIN)/python bench/peers.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb
+	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb $(CHAT)/node_modules $(CHAT_BUNDLE)

@@ -1,0 +1,1 @@
+"""Runnable examples of pycable applications (not part of the installed package)."""

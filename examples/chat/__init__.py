@@ -1,0 +1,1 @@
+"""The chat demo: ``make demo``; see docs/chat_demo.md."""

@@ -1,0 +1,1 @@
+"""The board app: rooms, messages, and their cable channel."""
