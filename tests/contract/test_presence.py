@@ -231,6 +231,24 @@ class TestExpiry:
         assert ids(await p.info("room")) == {"2"}
         assert await p.expire() == []
 
+    async def test_touch_renews_every_session_given(self, make_presence):
+        h = await make_presence(ttl=2.0)
+        p = h.presence
+        for sid, stream, pid in (("t1", "room", "1"), ("t2", "room", "1"), ("t1", "hall", "1"), ("u", "room", "2")):
+            await p.join(stream, sid, Member(pid))
+        await h.advance(1.2)
+        await p.touch(["t1", "t2", "nobody"])
+        await h.advance(1.2)  # u's deadline (2.0) has passed; t1's and t2's (3.2) have not
+        events: list[PresenceEvent] = []
+
+        async def u_gone() -> bool:
+            events.extend(await p.expire())
+            return bool(events)
+
+        await eventually(u_gone)
+        assert [(e.stream, e.member.id) for e in events] == [("room", "2")]
+        assert ids(await p.info("room")) == {"1"} and ids(await p.info("hall")) == {"1"}
+
     async def test_expiry_keeps_an_id_with_a_live_session(self, make_presence):
         h = await make_presence(ttl=1.0)
         p = h.presence

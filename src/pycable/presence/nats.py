@@ -50,6 +50,8 @@ _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError, APIError)
 _CONFLICT_CODES = (10071, 10164)
 #: Compare-and-set attempts before an operation gives up with BrokerError.
 MAX_ATTEMPTS = 50
+#: Keys renewed at once by :meth:`NatsPresence.touch`.
+TOUCH_CONCURRENCY = 64
 
 Value = dict[str, Any]
 
@@ -109,6 +111,9 @@ class NatsPresence:
         timeout: seconds for one JetStream request.
         ready_timeout: seconds :meth:`start` waits for the bucket.
         clock: wall-clock source for deadlines.
+        replicas_hint: the expected cluster size when it cannot be observed yet (the
+            embedded cluster's routes). The bucket gets 3 replicas in a cluster of 3 or
+            more servers (so presence survives the loss of one), as the broker's streams.
     """
 
     enabled = True
@@ -122,8 +127,10 @@ class NatsPresence:
         timeout: float = 2.0,
         ready_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        replicas_hint: int = 1,
     ) -> None:
         self.servers = servers
+        self.replicas_hint = replicas_hint
         self.limits = limits or PresenceLimits()
         self.bucket = f"{safe_token(prefix)}_anycable_presence_"
         self.timeout = timeout
@@ -160,8 +167,15 @@ class NatsPresence:
     def describe(self) -> str:
         return f"Using NATS presence: {self.conn.url} (presence ttl: {self.limits.ttl:g}s)"
 
+    def _replicas(self) -> int:
+        info = self.conn.server_info()
+        if not info.get("cluster"):
+            return 1
+        return max(1, min(3, max(len(set(info.get("connect_urls") or ())), self.replicas_hint)))
+
     async def _setup(self) -> None:
         js = self.conn.nc.jetstream(timeout=self.timeout)
+        replicas = self._replicas()
         while not self._closed:
             try:
                 self._kv = await js.create_key_value(
@@ -169,12 +183,17 @@ class NatsPresence:
                     history=1,
                     ttl=max(10 * self.limits.ttl, 60.0),
                     storage=api.StorageType.FILE,
+                    replicas=replicas,
                 )
                 break
             except APIError as exc:
                 if exc.err_code == 10058:  # exists with other settings (another ttl): use it
                     self._kv = await js.key_value(self.bucket)
                     break
+                if exc.err_code == 10074 and replicas > 1:  # JetStream is not clustered
+                    replicas = 1
+                    continue
+                # Not enough servers to place the replicas yet (a forming cluster): retry.
                 log.warning("NATS presence: creating the bucket failed (%r); retrying", exc)
             except _NATS_ERRORS as exc:
                 log.warning("NATS presence: creating the bucket failed (%r); retrying", exc)
@@ -310,17 +329,31 @@ class NatsPresence:
         return [records[key].member for key in self.replica.streams.get(stream, {}).values()]
 
     async def touch(self, sids: Collection[str]) -> None:
+        """One compare-and-set per (stream, id) key, for all of this node's sessions in it;
+        :data:`TOUCH_CONCURRENCY` keys at a time (a node with many members renews them well
+        within ``ttl/2``)."""
         deadline = self._deadline()
+        keys: dict[tuple[str, str], set[str]] = {}
         for sid in sids:
-            for stream, pid in list(self.own.get(sid, {}).items()):
+            for stream, pid in self.own.get(sid, {}).items():
+                keys.setdefault((stream, pid), set()).add(sid)
 
-                def refresh(value: Value | None, sid: str = sid) -> Value | None:
-                    if value is None or sid not in value["sids"]:
-                        return value
-                    value["sids"][sid] = deadline
-                    return value
+        async def renew(stream: str, pid: str, mine: set[str]) -> None:
+            def refresh(value: Value | None) -> Value | None:
+                if value is not None:
+                    for sid in mine & value["sids"].keys():
+                        value["sids"][sid] = deadline
+                return value
 
-                await self._change(stream, pid, refresh)
+            await self._change(stream, pid, refresh)
+
+        items = list(keys.items())
+        for i in range(0, len(items), TOUCH_CONCURRENCY):
+            batch = items[i : i + TOUCH_CONCURRENCY]
+            results = await asyncio.gather(*(renew(s, pid, mine) for (s, pid), mine in batch), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def expire(self) -> list[PresenceEvent]:
         if self._kv is None:
@@ -363,4 +396,7 @@ if TYPE_CHECKING:
 
 
 def from_config(config: Config) -> NatsPresence:
-    return NatsPresence(servers_from_config(config), config.presence_limits(), config.nats_prefix)
+    hint = 1 + len(config.enats_cluster_routes) if config.embed_nats and config.enats_cluster else 1
+    return NatsPresence(
+        servers_from_config(config), config.presence_limits(), config.nats_prefix, replicas_hint=hint
+    )
