@@ -427,8 +427,9 @@ class Application:
         """
         from pycable.sdk.rpc_http import RPCApp
 
-        return RPCApp(self, secret=self.settings.effective_http_rpc_secret if secret is None else secret,
-                      max_body_size=max_body_size)  # fmt: skip
+        if secret is None:
+            secret = self.settings.effective_http_rpc_secret
+        return RPCApp(self, secret=secret, max_body_size=max_body_size)
 
     def grpc_server(self, address: str = "0.0.0.0:50051", **server_options: Any) -> Any:
         """A ``grpc.aio`` server serving ``anycable.RPC`` on *address* (needs the ``grpc``

@@ -384,8 +384,8 @@ def broadcast(
     Raises:
         BroadcastError: pycable did not take it.
     """
-    get_broadcaster().publish(_encode(publication(stream, data, exclude_socket=_exclude(exclude_socket, to_others),
-                                                  transient=transient)))  # fmt: skip
+    pub = publication(stream, data, exclude_socket=_exclude(exclude_socket, to_others), transient=transient)
+    get_broadcaster().publish(_encode(pub))
 
 
 async def abroadcast(
@@ -399,17 +399,23 @@ async def abroadcast(
 
 
 def broadcast_batch(
-    items: Iterable[tuple[str, Any]], *, exclude_socket: str | None = None, to_others: bool = False,
+    items: Iterable[tuple[str, Any]],
+    *,
+    exclude_socket: str | None = None,
+    to_others: bool = False,
     transient: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Publish ``(stream, data)`` pairs in one request; pycable publishes them in order."""
     get_broadcaster().publish(_encode(_batch(items, _exclude(exclude_socket, to_others), transient)))
 
 
 async def abroadcast_batch(
-    items: Iterable[tuple[str, Any]], *, exclude_socket: str | None = None, to_others: bool = False,
+    items: Iterable[tuple[str, Any]],
+    *,
+    exclude_socket: str | None = None,
+    to_others: bool = False,
     transient: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """:func:`broadcast_batch` for async code."""
     await get_broadcaster().apublish(_encode(_batch(items, _exclude(exclude_socket, to_others), transient)))
 
