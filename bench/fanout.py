@@ -6,7 +6,8 @@
 
 Servers: ``bare`` (bench/bare_server.py), ``pycable`` (broker off), ``pycable-memory``
 (``--broker memory``), and with ``--baseline DIR`` the same two run from another checkout
-(``pycable-base``, ``pycable-memory-base``: ``--servers bare,pycable-base,pycable``), each pinned to CPU 0; one bench/loadgen (C, epoll) per server and this
+(``pycable-base``, ``pycable-memory-base``: ``--servers bare,pycable-base,pycable``), and
+``pycable-sse``: pycable with its clients on Server-Sent Events (``--servers pycable,pycable-sse``), each pinned to CPU 0; one bench/loadgen (C, epoll) per server and this
 driver pinned to CPU 1. For every round and N, all servers are started and get N subscribers
 (RSS per idle subscribed connection: VmRSS after a warm-up batch of connections and after all
 N are subscribed and idle, divided by the connections in between), then their fan time is
@@ -57,7 +58,11 @@ SERVERS: dict[str, list[str]] = {
     "bare": [str(PYTHON), str(BENCH / "bare_server.py")],
     "pycable": [str(PYTHON), "-m", "pycable", "--public"],
     "pycable-memory": [str(PYTHON), "-m", "pycable", "--public", "--broker", "memory"],
+    # The same server, its clients on Server-Sent Events (GET /events?stream=bench).
+    "pycable-sse": [str(PYTHON), "-m", "pycable", "--public", "--sse"],
 }
+#: Loadgen options per server (the others speak WebSocket at /cable).
+LOADGEN_EXTRA: dict[str, list[str]] = {"pycable-sse": ["--sse", "--path", "/events?stream=bench"]}
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 CONTENDED = 0.9  # a saturated server below this share of CPU 0 shared it with another process
@@ -284,7 +289,9 @@ class Target:
         """Connect N subscribers (RSS before and after), then 5 warm-up broadcasts."""
         n, args, res = self.n, self.args, self.res
         max_seq = 2 * (args.fan + tput_for(n, args)) + 200
-        self.lg = lg = Loadgen(self.port, self.bport, self.pad, args.hconns, max_seq=max_seq)
+        self.lg = lg = Loadgen(
+            self.port, self.bport, self.pad, args.hconns, max_seq=max_seq, extra=LOADGEN_EXTRA.get(self.server)
+        )
         warm = max(10, min(100, n // 10))
         lg.send(f"CONNECT {warm}")
         ready = lg.expect("READY", 60)[-1].split()

@@ -12,6 +12,10 @@
  *
  * Built by bench/fanout.py with `cc -O2 -o bench/loadgen bench/loadgen.c`.
  *
+ * Server-Sent Events: --sse sends `GET <path>` (e.g. /events?stream=bench) with
+ * `Accept: text/event-stream`; a 200 head means subscribed, and each event (up to a blank line)
+ * is one message.
+ *
  * Other protocols: --proto "" offers no subprotocol; --welcome TEXT is the marker of the
  * server's first message (with --no-welcome the subscribe frame goes right after the upgrade);
  * --subscribe/--confirm are the subscribe frame and the marker of its confirmation; --eio
@@ -90,6 +94,7 @@ static const char *o_confirm = "confirm_subscription";
 static const char *o_welcome = "welcome";
 static int o_wait_welcome = 1;
 static int o_eio = 0;    /* Engine.IO v4: answer the server's ping packet "2" with "3" */
+static int o_sse = 0;    /* Server-Sent Events instead of WebSocket */
 static int o_pad = 150;
 static int o_conc = 100;
 static int o_hconns = 1;
@@ -250,6 +255,15 @@ static int ws_start(int i) {
 static void ws_send_handshake(int i) {
     conn_t *c = &conns[i];
     char req[1024];
+    if (o_sse) {
+        int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n",
+                         o_path, o_host, o_port);
+        ws_queue(c, req, (size_t)n);
+        c->state = ST_HANDSHAKE;
+        ep_ctl(EPOLL_CTL_MOD, c->fd, EPOLLIN, K_WS, i);
+        ws_flush(i);
+        return;
+    }
     unsigned char key[16];
     for (int k = 0; k < 16; k++) key[k] = (unsigned char)rnd32();
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -413,6 +427,24 @@ static void ws_parse_frames(int i, int64_t ts) {
     }
 }
 
+/* Server-Sent Events: each event ends with a blank line. */
+static void sse_parse_events(int i, int64_t ts) {
+    conn_t *c = &conns[i];
+    size_t off = 0;
+    while (c->state != ST_CLOSED) {
+        char *e = memmem(c->buf + off, c->len - off, "\n\n", 2);
+        if (!e) break;
+        size_t n = (size_t)(e - (c->buf + off));
+        on_text(i, c->buf + off, n, ts);
+        off += n + 2;
+    }
+    if (c->state == ST_CLOSED) return;
+    if (off) {
+        memmove(c->buf, c->buf + off, c->len - off);
+        c->len -= off;
+    }
+}
+
 static void ws_on_event(int i, uint32_t events) {
     conn_t *c = &conns[i];
     if (c->state == ST_CLOSED || c->state == ST_FREE) return;
@@ -470,7 +502,7 @@ static void ws_on_event(int i, uint32_t events) {
         if (c->state == ST_HANDSHAKE) {
             char *e = memmem(c->buf, c->len, "\r\n\r\n", 4);
             if (!e) continue;
-            if (c->len < 12 || memcmp(c->buf + 9, "101", 3) != 0) {
+            if (c->len < 12 || memcmp(c->buf + 9, o_sse ? "200" : "101", 3) != 0) {
                 fprintf(stderr, "loadgen: upgrade refused: %.*s\n", (int)(e - c->buf), c->buf);
                 ws_close_conn(i, "upgrade refused");
                 return;
@@ -478,11 +510,19 @@ static void ws_on_event(int i, uint32_t events) {
             size_t hl = (size_t)(e - c->buf) + 4;
             memmove(c->buf, c->buf + hl, c->len - hl);
             c->len -= hl;
-            if (o_wait_welcome) c->state = ST_WELCOME;
-            else ws_send_subscribe(i);
+            if (o_sse) { /* the head comes once the subscription is confirmed */
+                c->state = ST_READY;
+                npending--;
+                nready++;
+            } else if (o_wait_welcome) {
+                c->state = ST_WELCOME;
+            } else {
+                ws_send_subscribe(i);
+            }
             if (c->state == ST_CLOSED) return;
         }
-        ws_parse_frames(i, ts);
+        if (o_sse) sse_parse_events(i, ts);
+        else ws_parse_frames(i, ts);
         if (c->state == ST_CLOSED) return;
         if ((size_t)r < 2048) return; /* short read: the socket is most likely drained */
     }
@@ -796,7 +836,7 @@ static void usage(void) {
             "usage: loadgen [--host H] [--port P] [--path /cable] [--proto actioncable-v1-json]\n"
             "               [--bport Q] [--bpath /_broadcast] [--stream bench] [--pad 150]\n"
             "               [--subscribe JSON] [--confirm TEXT] [--no-welcome] [--conc 100]\n"
-            "               [--hconns 1] [--max-seq N] [--welcome TEXT] [--eio]\n"
+            "               [--hconns 1] [--max-seq N] [--welcome TEXT] [--eio] [--sse]\n"
             "               (commands on stdin, see source)\n");
     exit(2);
 }
@@ -808,7 +848,7 @@ int main(int argc, char **argv) {
         {"stream", 1, 0, 's'}, {"pad", 1, 0, 'd'},     {"subscribe", 1, 0, 'S'},
         {"confirm", 1, 0, 'C'}, {"no-welcome", 0, 0, 'W'}, {"conc", 1, 0, 'c'},
         {"hconns", 1, 0, 'H'}, {"max-seq", 1, 0, 'm'}, {"welcome", 1, 0, 'w'},
-        {"eio", 0, 0, 'E'},    {0, 0, 0, 0}};
+        {"eio", 0, 0, 'E'},    {"sse", 0, 0, 'X'},     {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -828,6 +868,7 @@ int main(int argc, char **argv) {
         case 'm': o_max_seq = atoi(optarg); break;
         case 'w': o_welcome = optarg; break;
         case 'E': o_eio = 1; break;
+        case 'X': o_sse = 1; break;
         default: usage();
         }
     }

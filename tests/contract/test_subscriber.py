@@ -35,12 +35,17 @@ class Cluster:
     make: Callable[[], Awaitable[Subscriber]]
     cut: Callable[[Subscriber], Awaitable[None]]
     down: Callable[[], Awaitable[Subscriber]]
+    #: Waits until the backend confirmed a started node's subscriptions, where its own
+    #: start() bounds that wait (NATS: a 2 s flush, which a loaded machine can pass).
+    settle: Callable[[Subscriber], Awaitable[None]] | None = None
     made: list[Subscriber] = field(default_factory=list)
 
     async def node(self) -> Node:
         sub, rec = await self.make(), RecordingHandler()
         await sub.start(rec)
         self.made.append(sub)
+        if self.settle is not None:
+            await self.settle(sub)
         return sub, rec
 
 
@@ -128,8 +133,12 @@ async def _nats() -> AsyncIterator[Cluster]:
     async def down() -> Subscriber:
         return NatsSubscriber([f"nats://127.0.0.1:{free_port()}"], prefix=prefix, connect_wait=0.3)
 
+    async def settle(sub: Subscriber) -> None:
+        assert isinstance(sub, NatsSubscriber)
+        await sub.conn.nc.flush(timeout=30)
+
     try:
-        yield Cluster("nats", make, cut, down)
+        yield Cluster("nats", make, cut, down, settle)
     finally:
         await servers[0].shutdown()
 
