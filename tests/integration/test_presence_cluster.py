@@ -113,6 +113,10 @@ async def test_join_on_one_node_shows_on_the_other_and_a_killed_node_expires(nod
     ck = await connect(opened, a, room)
     await ck.send({"command": "join", "identifier": room, "presence": {"id": "k"}})
     await info_until(cb, room, {"1", "2", "k"})
+    # The join event travels on its own (pub/sub) and may reach B after its info does:
+    # mark B's messages only once it has announced both joins it will ever announce.
+    for joined in ("2", "k"):
+        await cb.wait_for(lambda m, j=joined: m.get("type") == "presence" and m["message"] == {"type": "join", "id": j}, timeout=10)
     n = len(cb.received)
     a.kill()
     await cb.wait_for(lambda m: m.get("type") == "presence" and m["message"] == {"type": "leave", "id": "k"}, after=n, timeout=30)
