@@ -11,7 +11,7 @@ DS_STAMP := tests/ds/node_modules/.installed
 # regenerates it in place after editing the .proto.
 PROTO := src/pycable/rpc/anycable.proto
 
-.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers conformance clean
+.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers soak conformance clean
 
 # The chat demo (examples/chat): its page loads only @anycable/web bundled here by esbuild.
 CHAT        := examples/chat
@@ -88,6 +88,10 @@ bench: install $(NODE_STAMP)
 bench-peers: install
 	$(BIN)/pip install --quiet -e '.[uvloop,redis,nats,grpc,dev,bench]'
 	$(BIN)/python bench/peers.py
+
+# 2,000 clients cut at random for 10 minutes while broadcasts flow (docs/reliability.md).
+soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules tests/ds/node_modules src/pycable/rpc/_pb $(CHAT)/node_modules $(CHAT_BUNDLE)
