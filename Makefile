@@ -10,7 +10,7 @@ RPC_APP_STAMP := tests/rpc_app/node_modules/.installed
 # regenerates it in place after editing the .proto.
 PROTO := src/pycable/rpc/anycable.proto
 
-.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers clean
+.PHONY: install proto serve demo chromium test test-py test-js lint bench bench-peers soak clean
 
 # The chat demo (examples/chat): its page loads only @anycable/web bundled here by esbuild.
 CHAT        := examples/chat
@@ -78,6 +78,10 @@ bench: install $(NODE_STAMP)
 bench-peers: install
 	$(BIN)/pip install --quiet -e '.[uvloop,redis,nats,grpc,dev,bench]'
 	$(BIN)/python bench/peers.py
+
+# 2,000 clients cut at random for 10 minutes while broadcasts flow (docs/reliability.md).
+soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules tests/rpc_app/node_modules src/pycable/rpc/_pb $(CHAT)/node_modules $(CHAT_BUNDLE)

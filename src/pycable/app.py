@@ -23,7 +23,7 @@ from pycable.node.node import Node, NodeConfig
 from pycable.protocol.constants import HEALTH_BODY
 from pycable.pubsub.base import Subscriber
 from pycable.supervisor import notify_ready, worker_id
-from pycable.transport.http import Handler, HttpOptions, Request, Response, Router, ServerState
+from pycable.transport.http import Handler, HeadCheck, HttpOptions, Request, Response, Router, ServerState
 from pycable.transport.server import Server
 from pycable.transport.sse import SSEHandler, SSEOptions
 from pycable.transport.ws import WSOptions
@@ -124,7 +124,7 @@ class App:
         )
         main = HttpOptions(
             ws_paths=frozenset(config.path),
-            routes=Router().add(config.health_path, self._health),
+            routes=Router().add(config.health_path, self._health, max_body=0),
             allowed_origins=tuple(config.allowed_origins),
             max_conn=config.max_conn,
             max_message_size=config.max_message_size,
@@ -145,10 +145,12 @@ class App:
         extra = None
         if self.http_broadcaster is not None:
             route = self._broadcast_route(self.http_broadcaster)
+            check = self._broadcast_check(self.http_broadcaster)
             if bport == config.port:
-                main.routes.add(config.http_broadcast_path, route)
+                main.routes.add(config.http_broadcast_path, route, check=check)
             else:
-                routes = Router().add(config.http_broadcast_path, route).add(config.health_path, self._health)
+                routes = (Router().add(config.http_broadcast_path, route, check=check)
+                          .add(config.health_path, self._health, max_body=0))
                 extra = (bport, HttpOptions(ws_paths=frozenset(), routes=routes))
         self.server = Server(self.state, config.host, config.port, main, extra, reuse_port=bool(worker_id()))
         #: Components whose start began (enats, node, broadcasters, server): what shutdown stops.
@@ -166,6 +168,18 @@ class App:
         if not problems:
             return Response(200, HEALTH_BODY)
         return Response(503, ("Not ready: " + "; ".join(problems)).encode())
+
+    @staticmethod
+    def _broadcast_check(broadcaster: HttpBroadcaster) -> HeadCheck:
+        """The key is checked once the head is complete: a wrong one is answered 401 and the
+        body is never read (nor is a 100 Continue sent)."""
+
+        def check(req: Request) -> Response | None:
+            if broadcaster.authorized(req.headers.get("authorization")):
+                return None
+            return Response(401, b'{"error":"missing or invalid broadcast key (Authorization: Bearer <key>)"}')
+
+        return check
 
     @staticmethod
     def _broadcast_route(broadcaster: HttpBroadcaster) -> Handler:

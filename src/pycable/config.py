@@ -107,6 +107,11 @@ class Config:
     history_limit: int = option(100, "Messages kept per stream", "broker")
     history_ttl: float = option(300.0, "Seconds a message is kept in a stream's history", "broker")
     sessions_ttl: float = option(300.0, "Seconds a disconnected session can be restored (0: never)", "broker")
+    sessions_max_entry_size: int = option(256 * 1024, "Largest session cache entry (bytes; a session over it is "
+                                                      "not restorable; 0: no limit)", "broker")
+    sessions_max_cache_size: int = option(256 * 1024 * 1024, "Memory broker: bytes of session cache in all, the "
+                                                             "oldest go first (0: no limit; Redis/NATS: bounded by "
+                                                             "--sessions_ttl)", "broker")
     presence_ttl: float = option(15.0, "Seconds a disconnected session stays present", "broker")
     presence_max_per_stream: int = option(10_000, "Most presence members per stream (0: no cap)", "broker")
     presence_max_per_session: int = option(100, "Most streams a session may be present in (0: no cap)", "broker")
@@ -243,6 +248,8 @@ class Config:
             raise ConfigError("--history_ttl must be positive")
         if self.sessions_ttl < 0:
             raise ConfigError("--sessions_ttl must not be negative")
+        if self.sessions_max_entry_size < 0 or self.sessions_max_cache_size < 0:
+            raise ConfigError("--sessions_max_entry_size and --sessions_max_cache_size must not be negative")
         if self.presence_ttl <= 0:
             raise ConfigError("--presence_ttl must be positive")
         if self.ping_interval <= 0:

@@ -25,9 +25,12 @@ async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[MakeBroke
     module = importlib.import_module(f"contract.backends.{request.param}")
     handles: list[BrokerHandle] = []
 
-    async def make(limit: int = 100, ttl: float = 300.0, sessions_ttl: float = 300.0, rules: tuple = ()) -> BrokerHandle:
+    async def make(
+        limit: int = 100, ttl: float = 300.0, sessions_ttl: float = 300.0, rules: tuple = (), **options: int
+    ) -> BrokerHandle:
+        """*options* go to the broker's constructor (``session_max_size``)."""
         name = f"t{uuid.uuid4().hex[:10]}"
-        handle = await module.make(HistoryPolicy(limit, ttl, rules), sessions_ttl, name)
+        handle = await module.make(HistoryPolicy(limit, ttl, rules), sessions_ttl, name, **options)
         handles.append(handle)
         return handle
 

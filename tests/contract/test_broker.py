@@ -178,6 +178,20 @@ class TestSessions:
         assert await b.restore_session("s1") is None
         assert await b.restore_session("s2") == b"two"
 
+    async def test_an_entry_over_the_size_cap_is_not_stored_and_drops_the_older_one(self, make_broker):
+        """``session_max_size``: a larger entry is refused (counted), and the session's older
+        entry goes too: it is not the session's state any more."""
+        b = (await make_broker(session_max_size=100)).broker
+        await b.commit_session("s1", b"x" * 100)
+        await b.commit_session("s2", b"z" * 10)
+        assert await b.restore_session("s1") == b"x" * 100
+        await b.commit_session("s1", b"y" * 101)
+        assert await b.restore_session("s1") is None
+        await b.touch_session("s1")
+        assert await b.restore_session("s1") is None
+        assert await b.restore_session("s2") == b"z" * 10
+        assert b.session_limit.refused == 1
+
     async def test_sessions_ttl_zero_stores_nothing(self, make_broker):
         b = (await make_broker(sessions_ttl=0)).broker
         await b.commit_session("s1", b"one")

@@ -185,7 +185,7 @@ class TestBadInput:
 
     async def test_an_oversized_url_is_refused(self, public_server):
         status, _ = public_server.request("GET", "/health?" + "x" * (80 << 10))
-        assert status == 400
+        assert status == 414
 
     @pytest.mark.parametrize(
         ("body", "status"),

@@ -93,3 +93,21 @@ def test_start_follows_a_replay():
     c.hold()
     assert offsets(c.replay([M(3), M(4)])) == [3, 4]
     assert c.start == 3
+
+
+def test_replay_since_moves_a_fresh_cursor_to_the_clients_position():
+    """A restored session's cursor is fresh: the client's position (epoch e, offset 4) tells it
+    what the client already has, even when the backlog is empty."""
+    c = StreamCursor()
+    c.hold()
+    assert c.replay([], ("e", 4)) == []
+    assert c.release() == []
+    assert c.admit(M(3)) == DROP and c.admit(M(4)) == DROP and c.admit(M(5)) == SEND
+
+
+def test_replay_since_never_moves_a_cursor_back():
+    c = StreamCursor()
+    for i in (1, 2, 3):
+        c.admit(M(i))
+    assert offsets(c.replay([M(2), M(3), M(4)], ("e", 1))) == [4]
+    assert c.offset == 4 and c.start == 1

@@ -3,6 +3,8 @@ verifiers accept (end to end against a real server: test_sdk_e2e.py)."""
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 
@@ -27,7 +29,7 @@ def test_secrets_from_settings():
     settings = Settings(secret="app", streams_secret="st", turbo_streams_secret="tu", jwt_secret=JW)
     assert verify_stream(signed_stream("a", settings=settings), "st") == "a"
     assert verify_stream(turbo_signed_stream_name("a", settings=settings), "tu") == "a"
-    assert verify_jwt(jwt_token({"u": 1}, settings=settings), JW, 0).identifiers == '{"u":1}'
+    assert verify_jwt(jwt_token({"u": 1}, settings=settings), JW, time.time()).identifiers == '{"u":1}'
     with pytest.raises(ValueError, match="no streams secret"):
         signed_stream("a", settings=Settings())
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pycable.broker._sessions import EntryLimit, SessionStore
 from pycable.broker._stream import MemStream
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import HistoryError
@@ -29,6 +29,10 @@ class MemoryBroker:
     A dropped stream's last offset is folded into ``offset_floor``, and a stream created
     later starts above it, so offsets never go back within the epoch (new streams may
     then start above 1: offsets may jump, they never repeat).
+
+    Sessions live in a :class:`~pycable.broker._sessions.SessionStore`: one entry at most
+    ``session_max_size`` bytes (else it is not stored), all of them at most
+    ``sessions_cache_size`` bytes (the oldest go first); 0 means no bound.
     """
 
     supports_history = True
@@ -41,6 +45,8 @@ class MemoryBroker:
         clock: Callable[[], float] = time.time,
         sweep_interval: float = 1.0,
         epoch: str | None = None,
+        session_max_size: int = 0,
+        sessions_cache_size: int = 0,
     ) -> None:
         self.policy = policy or HistoryPolicy()
         self.sessions_ttl = sessions_ttl
@@ -50,8 +56,8 @@ class MemoryBroker:
         self.streams: dict[str, MemStream] = {}
         self.refs: dict[str, int] = {}
         self.offset_floor = 0
-        self.sessions: dict[str, tuple[bytes, float]] = {}
-        self._deadlines: list[tuple[float, str]] = []
+        self.sessions = SessionStore(sessions_ttl, sessions_cache_size)
+        self.session_limit = EntryLimit(session_max_size)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -124,20 +130,16 @@ class MemoryBroker:
     async def commit_session(self, sid: str, entry: bytes) -> None:
         if self.sessions_ttl <= 0:
             return
-        deadline = self.clock() + self.sessions_ttl
-        self.sessions[sid] = (entry, deadline)
-        heapq.heappush(self._deadlines, (deadline, sid))
+        if self.session_limit.fits(entry):
+            self.sessions.put(sid, entry, self.clock())
+        else:
+            self.sessions.discard(sid)
 
     async def restore_session(self, sid: str) -> bytes | None:
-        found = self.sessions.get(sid)
-        if found is None or found[1] <= self.clock():
-            return None
-        return found[0]
+        return self.sessions.get(sid, self.clock())
 
     async def touch_session(self, sid: str) -> None:
-        found = self.sessions.get(sid)
-        if found is not None:
-            await self.commit_session(sid, found[0])
+        self.sessions.touch(sid, self.clock())
 
     # -- expiry --------------------------------------------------------------------------
 
@@ -149,16 +151,7 @@ class MemoryBroker:
             if mem.idle(now) and name not in self.refs:
                 self.offset_floor = max(self.offset_floor, mem.offset)
                 del self.streams[name]
-        deadlines, sessions = self._deadlines, self.sessions
-        while deadlines and deadlines[0][0] <= now:
-            _, sid = heapq.heappop(deadlines)
-            found = sessions.get(sid)
-            if found is not None and found[1] <= now:
-                del sessions[sid]
-        # Touches leave stale heap entries behind; rebuild when they dominate.
-        if len(deadlines) > 4 * len(sessions) + 1024:
-            self._deadlines = [(d, s) for s, (_, d) in sessions.items()]
-            heapq.heapify(self._deadlines)
+        self.sessions.expire(now)
 
     def counts(self) -> dict[str, int]:
         """Internal sizes, for tests and metrics."""
@@ -166,6 +159,9 @@ class MemoryBroker:
             "streams": len(self.streams),
             "messages": sum(len(s.entries) for s in self.streams.values()),
             "sessions": len(self.sessions),
+            "sessions_bytes": self.sessions.size,
+            "sessions_evicted": self.sessions.evicted,
+            "sessions_refused": self.session_limit.refused,
             "refs": len(self.refs),
         }
 
@@ -181,4 +177,9 @@ if TYPE_CHECKING:
 
 def from_config(config: Config) -> MemoryBroker:
     policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
-    return MemoryBroker(policy, config.sessions_ttl)
+    return MemoryBroker(
+        policy,
+        config.sessions_ttl,
+        session_max_size=config.sessions_max_entry_size,
+        sessions_cache_size=config.sessions_max_cache_size,
+    )

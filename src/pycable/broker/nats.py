@@ -74,6 +74,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from pycable._nats import NatsConnection, jetstream_name, safe_token, servers_from_config
+from pycable.broker._sessions import EntryLimit, SessionStore
 from pycable.broker._stream import MemStream
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
@@ -260,6 +261,9 @@ class NatsBroker:
         ready_timeout: seconds :meth:`start` waits for JetStream before carrying on in the
             background.
         snapshot_idle: seconds an unsubscribed stream's snapshot is kept after its last read.
+        session_max_size: bytes; a larger session entry is not stored (0: no limit).
+        sessions_cache_size: bytes of local copies of the entries this node committed (they
+            spare a read on touch); the bucket itself is bounded by ``sessions_ttl``.
     """
 
     supports_history = True
@@ -280,6 +284,8 @@ class NatsBroker:
         connect_wait: float = 5.0,
         snapshot_idle: float = 60.0,
         sweep_interval: float = 1.0,
+        session_max_size: int = 0,
+        sessions_cache_size: int = 0,
     ) -> None:
         self.servers = servers
         self.policy = policy or HistoryPolicy()
@@ -312,7 +318,8 @@ class NatsBroker:
         self._names: OrderedDict[str, str] = OrderedDict()
         self._ensured: set[str] = set()
         self._ensuring: dict[str, asyncio.Future[None]] = {}
-        self._local_sessions: OrderedDict[str, bytes] = OrderedDict()
+        self._local_sessions = SessionStore(sessions_ttl, sessions_cache_size)
+        self.session_limit = EntryLimit(session_max_size)
         self._msg_ids = itertools.count(1)
         self._msg_id_prefix = secrets.token_urlsafe(9) + "-"
         self._tasks: set[asyncio.Task[None]] = set()
@@ -1006,14 +1013,15 @@ class NatsBroker:
         if kv is None:
             return
         key = _session_key(sid)
+        if not self.session_limit.fits(entry):
+            # The older entry is no longer this session's state: gone too.
+            self._local_sessions.discard(sid)
+            await self._retry(lambda: kv.delete(key), f"deleting session {sid[:32]!r}", budget=0)
+            return
         # One attempt: the node waits for this before the session's next command, and a
         # failed commit only costs resumability until the next one (the node logs it).
         await self._retry(lambda: kv.put(key, entry), f"storing session {sid[:32]!r}", budget=0)
-        cache = self._local_sessions
-        cache[sid] = entry
-        cache.move_to_end(sid)
-        if len(cache) > 100_000:
-            cache.popitem(last=False)
+        self._local_sessions.put(sid, entry, time.time())
 
     async def _get_session(self, kv: KeyValue, sid: str, budget: float = 0) -> bytes | None:
         key = _session_key(sid)
@@ -1060,13 +1068,14 @@ class NatsBroker:
         kv = self._require_sessions()
         if kv is None:
             return
-        value = self._local_sessions.get(sid)
+        value = self._local_sessions.get(sid, time.time())
         if value is None:
             value = await self._get_session(kv, sid)
             if value is None:
                 return
         key, entry = _session_key(sid), value
         await self._retry(lambda: kv.put(key, entry), f"touching session {sid[:32]!r}", budget=0)
+        self._local_sessions.touch(sid, time.time())
 
 
 def _position(msg: Msg) -> tuple[int, float]:
@@ -1106,4 +1115,6 @@ def from_config(config: Config) -> NatsBroker:
         config.sessions_ttl,
         prefix=config.nats_prefix,
         replicas_hint=hint,
+        session_max_size=config.sessions_max_entry_size,
+        sessions_cache_size=config.sessions_max_cache_size,
     )

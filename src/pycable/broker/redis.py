@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pycable._redis import REDIS_ERRORS, Backoff, address, close, connect, stop_task
+from pycable.broker._sessions import EntryLimit
 from pycable.broker.base import Broker, HistoryPolicy
 from pycable.exceptions import BrokerError, HistoryError
 from pycable.log import Outage
@@ -97,6 +98,8 @@ class RedisBroker:
         prefix: prepended to every key (``--redis_prefix``).
         where: ``host:port`` for log lines.
         refresh_interval: seconds between the epoch keep-alive / idle-stream passes.
+        session_max_size: bytes; a larger session entry is not stored (0: no limit). The
+            cache as a whole is bounded by ``sessions_ttl`` (and Redis's own ``maxmemory``).
     """
 
     supports_history = True
@@ -110,6 +113,7 @@ class RedisBroker:
         prefix: str = "",
         where: str = "localhost:6379",
         refresh_interval: float = 5.0,
+        session_max_size: int = 0,
     ) -> None:
         self.client = client
         self.policy = policy or HistoryPolicy()
@@ -117,6 +121,7 @@ class RedisBroker:
         self.prefix = prefix
         self.where = where
         self.refresh_interval = refresh_interval
+        self.session_limit = EntryLimit(session_max_size)
         self._epoch = ""
         self._epoch_key = f"{prefix}$ac:e"
         self._live_key = f"{prefix}$ac:live"
@@ -305,6 +310,10 @@ class RedisBroker:
     async def commit_session(self, sid: str, entry: bytes) -> None:
         if self.sessions_ttl <= 0:
             return
+        if not self.session_limit.fits(entry):
+            # The older entry is no longer this session's state: gone too.
+            await self._run(self.client.delete(self._session_key(sid)))
+            return
         await self._run(self.client.set(self._session_key(sid), entry, px=_ms(self.sessions_ttl)))
 
     async def restore_session(self, sid: str) -> bytes | None:
@@ -326,4 +335,11 @@ if TYPE_CHECKING:
 def from_config(config: Config) -> RedisBroker:
     policy = HistoryPolicy(config.history_limit, config.history_ttl, config.stream_rules())
     client = connect(config, name="pycable:broker", socket_timeout=2.0)
-    return RedisBroker(client, policy, config.sessions_ttl, config.redis_prefix, address(config))
+    return RedisBroker(
+        client,
+        policy,
+        config.sessions_ttl,
+        config.redis_prefix,
+        address(config),
+        session_max_size=config.sessions_max_entry_size,
+    )

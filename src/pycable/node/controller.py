@@ -115,6 +115,17 @@ class LocalController:
                 return proto[len(c.TOKEN_SUBPROTOCOL_PREFIX) :]
         return env.query.get(self.jwt_param, "")
 
+    def claimed_identity(self, env: Env) -> tuple[bool, str | None]:
+        """``(carries, identifiers)``: does the request identify itself (a JWT in the header,
+        the query or the subprotocol, when JWT is on), and as whom (``None``: the token is
+        not valid now). Restores check it against the session's identifiers."""
+        if not self.jwt_secret:
+            return False, None
+        token = self._token(env)
+        if not token:
+            return False, None
+        return True, verify_jwt(token, self.jwt_secret, self.clock()).identifiers
+
     async def connect(self, env: Env) -> ConnectResult:
         welcome = messages.welcome(env.sid).decode()
         if self.jwt_secret:

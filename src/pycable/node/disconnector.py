@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from pycable.exceptions import RPCError
+from pycable.protocol.session import redact_sid
 from pycable.rpc.base import Controller, Env
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Disconnector:
         """Queue one Disconnect call (synchronous: safe to call from any callback)."""
         call = DisconnectCall(identifiers, subscriptions, env)
         if self._closed:
-            log.warning("disconnect queue is closed: no Disconnect call for sid=%s", env.sid)
+            log.warning("disconnect queue is closed: no Disconnect call for sid=%s", redact_sid(env.sid))
             self.stats["abandoned"] += 1
             return
         self.stats["queued"] += 1
@@ -135,12 +136,12 @@ class Disconnector:
             self.stats["called"] += 1
         except RPCError as exc:
             self.stats["failed"] += 1
-            log.error("disconnect RPC failed sid=%s: %s", call.env.sid, exc)
+            log.error("disconnect RPC failed sid=%s: %s", redact_sid(call.env.sid), exc)
         except asyncio.CancelledError:
             raise
         except Exception:
             self.stats["failed"] += 1
-            log.exception("disconnect RPC crashed sid=%s", call.env.sid)
+            log.exception("disconnect RPC crashed sid=%s", redact_sid(call.env.sid))
 
     async def shutdown(self, timeout: float) -> None:
         """Start every queued call now and wait for all of them up to *timeout* seconds."""

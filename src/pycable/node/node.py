@@ -38,6 +38,7 @@ from pycable.protocol.broadcast import Publication, RemoteCommand, StreamMessage
 from pycable.protocol.codec import Command
 from pycable.protocol.delivery import MAX_HELD, StreamCursor
 from pycable.protocol.history import HistoryRequest, parse_history
+from pycable.protocol.session import redact_sid, redact_url
 from pycable.pubsub.base import LocalSubscriber, Subscriber
 from pycable.rpc.base import FAILURE, SUCCESS, CommandResult, Controller, Env
 
@@ -97,7 +98,7 @@ class Node:
         self.disconnector = Disconnector(controller, self.config.disconnect_rate)
         self.presence = PresenceTracker(presence or NullPresence(), self.handle_broadcast)
         self.stats = {"malformed_frames": 0, "broadcasts": 0, "restores": 0, "history_rejected": 0,
-                      "held_overflow": 0}
+                      "held_overflow": 0, "restores_refused": 0}
         self._touch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Streams whose pub/sub subscription is in flight: later local subscribers wait for it.
@@ -167,12 +168,13 @@ class Node:
     # -- the port for transports (pycable.node.port.NodePort) --------------------------------
 
     def open(self, conn: Connection, handshake: Handshake) -> Session:
-        """Accept a client: build its session (sid from ``X-Request-ID`` or a fresh one, and
-        its RPC env), then run Restore-or-Connect in the background. On success
+        """Accept a client: build its session (a fresh sid, always chosen here: a client's
+        ``X-Request-ID`` never becomes one, and its RPC env), then run Restore-or-Connect in
+        the background. On success
         ``conn.ready()`` is called; a rejected client's connection is closed (the
         controller's transmissions sent first), and a crash closes it with 1011."""
         headers = handshake.headers
-        sid = headers.get("x-request-id") or new_sid()
+        sid = new_sid()
         session = Session(sid, conn, self._env(handshake, sid), ext=handshake.ext, resumable=self.resumable(handshake.ext))
         prev_sid = headers.get("x-anycable-restore-sid") or handshake.query.get("sid", "")
         session.auth_task = self._spawn(self._open(session, prev_sid))
@@ -182,7 +184,7 @@ class Node:
         try:
             ok = await self.authenticate(session, prev_sid)
         except Exception:
-            log.exception("authentication crashed sid=%s", session.sid)
+            log.exception("authentication crashed sid=%s", redact_sid(session.sid))
             session.conn.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
             return
         finally:
@@ -204,7 +206,8 @@ class Node:
             token = handshake.headers.get(cfg.jwt_header)
             if token is not None:
                 picked[cfg.jwt_header] = token
-        return Env(handshake.url, picked, sid, handshake.remote, {}, {}, dict(handshake.query), handshake.subprotocols)
+        query = {k: v for k, v in handshake.query.items() if k != "sid"}  # a bearer secret: not passed on
+        return Env(redact_url(handshake.url), picked, sid, handshake.remote, {}, {}, query, handshake.subprotocols)
 
     async def run(self, session: Session, cmd: Command) -> str | None:
         """Run one command of *session* (the transport runs them one at a time, in order);
@@ -215,7 +218,7 @@ class Node:
         except ProtocolError as exc:
             return str(exc)
         except Exception:
-            log.exception("command %s failed sid=%s", cmd.command, session.sid)
+            log.exception("command %s failed sid=%s", cmd.command, redact_sid(session.sid))
         return None
 
     def closing(self, session: Session) -> None:
@@ -262,7 +265,7 @@ class Node:
         try:
             result = await self.controller.connect(session.env)
         except RPCError as exc:
-            log.error("connect failed sid=%s: %s", session.sid, exc)
+            log.error("connect failed sid=%s: %s", redact_sid(session.sid), exc)
             session.close(c.CLOSE_INTERNAL_ERROR, "Auth Error")
             return False
         if session.closed:
@@ -288,8 +291,17 @@ class Node:
             return False
         entry = CacheEntry.decode(raw)
         if entry is None:
-            log.warning("malformed session cache entry for sid=%s", prev_sid)
+            log.warning("malformed session cache entry for sid=%s", redact_sid(prev_sid))
             return False
+        # The session is bound to its owner: a request that identifies itself (a JWT) must be
+        # the session's identifiers, else it is an ordinary connect, not a restore.
+        claimed = getattr(self.controller, "claimed_identity", None)
+        if claimed is not None:
+            carries, ids = claimed(session.env)
+            if carries and ids != entry.ids:
+                self.stats["restores_refused"] += 1
+                log.info("restore of sid=%s refused: the request identifies someone else", redact_sid(prev_sid))
+                return False
         if session.closed:
             return False
         session.identifiers = entry.ids
@@ -323,7 +335,7 @@ class Node:
         try:
             await notify(session.identifiers, list(session.subscriptions), session_env(session), prev_sid)
         except RPCError as exc:
-            log.error("restore RPC failed sid=%s: %s", session.sid, exc)
+            log.error("restore RPC failed sid=%s: %s", redact_sid(session.sid), exc)
 
     def _release_all(self, session: Session) -> None:
         """The client sent no history command after a restore in time: stop holding."""
@@ -338,7 +350,7 @@ class Node:
                 self.stats["held_overflow"] += 1
                 log.warning(
                     "more than %d messages held for sid=%s stream=%s: the oldest were dropped",
-                    MAX_HELD, session.sid, stream,
+                    MAX_HELD, redact_sid(session.sid), stream,
                 )
             self.hub.deliver(session, sub.identifier, cursor, cursor.release())
 
@@ -362,7 +374,7 @@ class Node:
         if identifier in session.subscriptions or identifier in session.pending:
             # Idempotent: the first subscribe's answer stands (a second confirm would make the
             # JS client unsubscribe, js-client.md §3).
-            log.debug("already subscribed sid=%s identifier=%s", session.sid, identifier)
+            log.debug("already subscribed sid=%s identifier=%s", redact_sid(session.sid), identifier)
             return
         try:
             history = parse_history(cmd.history)
@@ -375,7 +387,7 @@ class Node:
                 c.SUBSCRIBE, identifier, session.identifiers, "", self._env_for(session, identifier)
             )
         except RPCError as exc:
-            log.error("subscribe failed sid=%s identifier=%s: %s", session.sid, identifier, exc)
+            log.error("subscribe failed sid=%s identifier=%s: %s", redact_sid(session.sid), identifier, exc)
             return
         finally:
             session.pending.discard(identifier)
@@ -405,14 +417,14 @@ class Node:
     async def handle_unsubscribe(self, session: Session, cmd: Command) -> None:
         sub = session.subscriptions.get(cmd.identifier)
         if sub is None:
-            log.debug("unsubscribe from unknown identifier sid=%s", session.sid)
+            log.debug("unsubscribe from unknown identifier sid=%s", redact_sid(session.sid))
             return
         try:
             result = await self.controller.command(
                 c.UNSUBSCRIBE, cmd.identifier, session.identifiers, "", self._env_for(session, cmd.identifier)
             )
         except RPCError as exc:
-            log.error("unsubscribe failed sid=%s: %s", session.sid, exc)
+            log.error("unsubscribe failed sid=%s: %s", redact_sid(session.sid), exc)
             result = CommandResult(FAILURE)
         # Always stop streams and drop the subscription, its presence and state (spec §1.2).
         await self.presence.unsubscribed(session, cmd.identifier)
@@ -429,7 +441,7 @@ class Node:
     async def handle_message(self, session: Session, cmd: Command) -> None:
         sub = session.subscriptions.get(cmd.identifier)
         if sub is None:
-            log.debug("message for unknown identifier sid=%s", session.sid)
+            log.debug("message for unknown identifier sid=%s", redact_sid(session.sid))
             return
         if not isinstance(cmd.data, str):
             raise ProtocolError("'data' of a message must be a JSON-encoded string")
@@ -438,7 +450,7 @@ class Node:
                 c.MESSAGE, cmd.identifier, session.identifiers, cmd.data, self._env_for(session, cmd.identifier)
             )
         except RPCError as exc:
-            log.error("perform failed sid=%s: %s", session.sid, exc)
+            log.error("perform failed sid=%s: %s", redact_sid(session.sid), exc)
             return
         if session.closed:
             return
@@ -451,13 +463,13 @@ class Node:
     async def handle_history(self, session: Session, cmd: Command) -> None:
         sub = session.subscriptions.get(cmd.identifier)
         if sub is None:
-            log.debug("history for unknown identifier sid=%s", session.sid)
+            log.debug("history for unknown identifier sid=%s", redact_sid(session.sid))
             return
         self._cancel_hold_timer_if_done(session, cmd.identifier)
         try:
             request = parse_history(cmd.history)
         except HistoryError as exc:
-            log.debug("bad history request sid=%s: %s", session.sid, exc)
+            log.debug("bad history request sid=%s: %s", redact_sid(session.sid), exc)
             self.stats["history_rejected"] += 1
             session.send(messages.reject_history(cmd.identifier))
             self._release(session, sub)
@@ -486,13 +498,13 @@ class Node:
             return
         stream = session.istate.get(cmd.identifier, {}).get(c.WHISPER_STREAM_STATE)
         if not stream:
-            log.debug("whisper not allowed sid=%s identifier=%s", session.sid, cmd.identifier)
+            log.debug("whisper not allowed sid=%s identifier=%s", redact_sid(session.sid), cmd.identifier)
             return
         msg = StreamMessage(stream, orjson.dumps(cmd.data).decode(), exclude_socket=session.sid, transient=True)
         try:
             await self.handle_broadcast([msg])
         except BrokerError as exc:
-            log.warning("whisper dropped sid=%s: %s", session.sid, exc)
+            log.warning("whisper dropped sid=%s: %s", redact_sid(session.sid), exc)
 
     async def handle_join(self, session: Session, cmd: Command) -> None:
         await self.presence.join(session, cmd.identifier, cmd.presence)
@@ -511,8 +523,10 @@ class Node:
         backlogs = []
         try:
             for stream, cursor in list(sub.streams.items()):
+                since: tuple[str, int] | None = None
                 if request.streams is not None and stream in request.streams:
                     pos = request.streams[stream]
+                    since = (pos.epoch, pos.offset)
                     backlog = await self.broker.history_from(stream, pos.epoch, pos.offset)
                 elif request.since > 0:
                     backlog = await self.broker.history_since(stream, request.since)
@@ -520,17 +534,17 @@ class Node:
                     continue
                 if cursor.missed(backlog):
                     raise HistoryError(f"{stream}: messages before offset {cursor.start} were not delivered in order")
-                backlogs.append((cursor, backlog))
+                backlogs.append((cursor, backlog, since))
         except (HistoryError, BrokerError) as exc:
-            log.debug("history rejected sid=%s identifier=%s: %s", session.sid, identifier, exc)
+            log.debug("history rejected sid=%s identifier=%s: %s", redact_sid(session.sid), identifier, exc)
             self.stats["history_rejected"] += 1
             session.send(messages.reject_history(identifier))
             self._release(session, sub)
             return
         if session.closed:
             return
-        for cursor, backlog in backlogs:
-            self.hub.deliver(session, identifier, cursor, cursor.replay(backlog))
+        for cursor, backlog, since in backlogs:
+            self.hub.deliver(session, identifier, cursor, cursor.replay(backlog, since))
         session.send(messages.confirm_history(identifier))
         self._release(session, sub)
 
@@ -627,7 +641,7 @@ class Node:
         try:
             await self.broker.commit_session(session.sid, session.to_cache_entry())
         except BrokerError as exc:
-            log.warning("session commit failed sid=%s: %s", session.sid, exc)
+            log.warning("session commit failed sid=%s: %s", redact_sid(session.sid), exc)
 
     # -- disconnect ------------------------------------------------------------------------
 
@@ -649,7 +663,7 @@ class Node:
             try:
                 await self.broker.touch_session(session.sid)
             except BrokerError as exc:
-                log.warning("session touch failed sid=%s: %s", session.sid, exc)
+                log.warning("session touch failed sid=%s: %s", redact_sid(session.sid), exc)
 
     def _queue_disconnect(self, session: Session) -> None:
         """One Disconnect call per closed session, through the rate-limited queue (§6.5)."""

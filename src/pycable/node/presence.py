@@ -37,6 +37,7 @@ from pycable.protocol.presence import (
     parse_member,
     parse_rpc_presence,
 )
+from pycable.protocol.session import redact_sid
 
 __all__ = ["PresenceTracker"]
 
@@ -86,7 +87,7 @@ class PresenceTracker:
 
     def _refuse(self, session: Session, identifier: str, command: str, exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, PresenceError) else "presence is unavailable, try again later"
-        log.debug("presence %s refused sid=%s: %s", command, session.sid, exc)
+        log.debug("presence %s refused sid=%s: %s", command, redact_sid(session.sid), exc)
         session.send(error_message(identifier, reason, command))
 
     async def join(self, session: Session, identifier: str, raw: Any) -> None:
@@ -134,7 +135,7 @@ class PresenceTracker:
             else:
                 await self._broadcast([await self.presence.leave(stream, session.sid)])
         except (PresenceError, BrokerError) as exc:
-            log.warning("presence from RPC refused sid=%s identifier=%s: %s", session.sid, identifier, exc)
+            log.warning("presence from RPC refused sid=%s identifier=%s: %s", redact_sid(session.sid), identifier, exc)
 
     async def unsubscribed(self, session: Session, identifier: str) -> None:
         """Leave the subscription's presence stream (before its channel state is dropped)."""
@@ -144,7 +145,7 @@ class PresenceTracker:
         try:
             await self._broadcast([await self.presence.leave(stream, session.sid)])
         except BrokerError as exc:
-            log.warning("presence leave on unsubscribe failed sid=%s: %s", session.sid, exc)
+            log.warning("presence leave on unsubscribe failed sid=%s: %s", redact_sid(session.sid), exc)
 
     async def disconnected(self, session: Session) -> None:
         """Stop the keepalive; the records go ``ttl`` seconds from now unless it comes back."""
@@ -153,7 +154,7 @@ class PresenceTracker:
         try:
             await self.presence.touch([session.sid])
         except BrokerError as exc:
-            log.warning("presence touch failed sid=%s: %s", session.sid, exc)
+            log.warning("presence touch failed sid=%s: %s", redact_sid(session.sid), exc)
 
     # -- events, keepalive, expiry -------------------------------------------------------------
 

@@ -99,8 +99,23 @@ class StreamCursor(Generic[M]):
             return HOLD
         return SEND if self._advance(msg.epoch, msg.offset) else DROP
 
-    def replay(self, messages: Iterable[M]) -> list[M]:
-        """Filter a history backlog (in offset order); returns what to send, advancing."""
+    def replay(self, messages: Iterable[M], since: tuple[str, int] | None = None) -> list[M]:
+        """Filter a history backlog (in offset order); returns what to send, advancing.
+
+        Args:
+            messages: the backlog, in offset order.
+            since: the ``(epoch, offset)`` the client asked from: it has every offset up to
+                it, so the cursor moves there first if it is behind. Without this a restored
+                session's fresh cursor, answered with an empty backlog, would pass a late
+                duplicate of an offset the client already has.
+        """
+        if since is not None:
+            epoch, offset = since
+            if epoch and offset:
+                if epoch != self.epoch:
+                    self.epoch, self.offset, self.start = epoch, offset, 0
+                elif offset > self.offset:
+                    self.offset = offset
         return [m for m in messages if self._advance(m.epoch, m.offset)]
 
     def release(self) -> list[M]:

@@ -26,7 +26,10 @@ the cursors of subscribers that already got a later offset.
 
 Messages without an offset (transient, or no broker) pass at once. A message from another
 epoch resets the stream (the held ones pass first). A message at or below the last passed
-offset passes too: the cursors drop duplicates.
+offset is dropped (counted in ``stale``): every subscriber then listening got it or a later
+one already, and one that subscribed since (a fresh cursor, after a restore without
+positions) must not get it: the offsets passed after it would be a silent gap before it.
+(Found by the property tests in ``tests/protocol/test_properties.py``.)
 
 Sans-I/O: no clock, no timers, no awaits.
 """
@@ -60,10 +63,12 @@ class _Stream(Generic[M]):
 class Reorderer(Generic[M]):
     """Passes messages of each stream on in offset order; see the module docstring."""
 
-    __slots__ = ("streams",)
+    __slots__ = ("streams", "stale")
 
     def __init__(self) -> None:
         self.streams: dict[str, _Stream[M]] = {}
+        #: Messages dropped because their offset had been passed on already.
+        self.stale = 0
 
     def push(self, stream: str, msg: M) -> list[M]:
         """A message from pub/sub: returns what may be passed on now, in order."""
@@ -77,7 +82,7 @@ class Reorderer(Generic[M]):
                 out = [st.held[k] for k in sorted(st.held)]
             st = self.streams[stream] = _Stream(epoch)
         if offset <= st.last:
-            out.append(msg)
+            self.stale += 1
             return out
         if offset == st.last + 1:
             st.last = offset

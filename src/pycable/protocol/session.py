@@ -7,12 +7,24 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Literal
 
-__all__ = ["Heartbeat", "FloodGuard", "ping_timestamp"]
+__all__ = ["Heartbeat", "FloodGuard", "ping_timestamp", "redact_sid", "redact_url"]
 
 Precision = Literal["s", "ms", "ns"]
+
+
+def redact_sid(sid: str) -> str:
+    """A session id as log lines show it: its first 4 characters. A sid is a bearer secret
+    (whoever holds it may restore the session), so it is never logged whole."""
+    return sid[:4] + "…" if len(sid) > 4 else "…"
+
+
+def redact_url(url: str) -> str:
+    """*url* with the value of a ``sid`` query parameter redacted (for logs and the RPC env)."""
+    return re.sub(r"([?&]sid=)[^&#]*", lambda m: m.group(1) + "[REDACTED]", url)
 
 
 def ping_timestamp(now: float, precision: str = "s") -> int:

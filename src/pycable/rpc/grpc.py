@@ -25,6 +25,7 @@ import grpc.aio
 from google.protobuf.runtime_version import VersionError as _VersionError
 
 from pycable.exceptions import ConfigError
+from pycable.protocol.session import redact_sid
 from pycable.rpc import _results
 from pycable.rpc.barrier import UNAVAILABLE, Barrier, CallError
 from pycable.rpc.base import CommandResult, ConnectResult, Controller, Env, RestoreNotifier
@@ -125,7 +126,7 @@ class GrpcController:
     async def connect(self, env: Env) -> ConnectResult:
         reply = await self._call("Connect", pb.ConnectionRequest(env=_env(env, istate=False)), env.sid)
         if reply.status != pb.SUCCESS:
-            log.debug("connect answered %s sid=%s: %s", reply.status, env.sid, reply.error_msg)
+            log.debug("connect answered %s sid=%s: %s", reply.status, redact_sid(env.sid), reply.error_msg)
         return _results.connect_result(
             reply.status, reply.identifiers, reply.transmissions, reply.error_msg, reply.env.cstate
         )

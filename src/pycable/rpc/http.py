@@ -35,6 +35,7 @@ import orjson
 
 from pycable.exceptions import ConfigError, RPCError
 from pycable.identity.secrets import http_rpc_secret
+from pycable.protocol.session import redact_sid
 from pycable.rpc import _results
 from pycable.rpc._http11 import HttpClient, HttpProtocolError, HttpResponse
 from pycable.rpc.barrier import (
@@ -152,7 +153,7 @@ class HttpController:
         reply = await self._call("connect", body, env.sid)
         status = _results.status_of(reply.get("status"))
         if status != SUCCESS:
-            log.debug("connect answered %s sid=%s: %s", status, env.sid, _str(reply.get("error_msg")))
+            log.debug("connect answered %s sid=%s: %s", status, redact_sid(env.sid), _str(reply.get("error_msg")))
         return _results.connect_result(
             status,
             _str(reply.get("identifiers")),

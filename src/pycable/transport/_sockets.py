@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from pycable.protocol.connection import ConnectionPolicy
 
-__all__ = ["arm_timer", "reset"]
+__all__ = ["arm_timer", "rearm", "reset"]
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -24,6 +24,17 @@ def reset(transport: asyncio.Transport) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+def rearm(
+    handle: asyncio.TimerHandle | None, delay: float | None = None, callback: Callable[[], None] | None = None
+) -> asyncio.TimerHandle | None:
+    """Cancel *handle* (if any); with a *delay* and *callback*, return a new timer for them."""
+    if handle is not None:
+        handle.cancel()
+    if delay is None or callback is None:
+        return None
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 def arm_timer(policy: ConnectionPolicy, now: float, callback: Callable[[], None]) -> asyncio.TimerHandle:

@@ -59,7 +59,7 @@ from websockets.typing import Subprotocol
 
 from pycable.node.port import Handshake, NodePort
 from pycable.protocol import constants as c
-from pycable.transport._sockets import reset
+from pycable.transport._sockets import rearm, reset
 from pycable.transport.ws import WebSocketConnection, WSOptions
 
 __all__ = [
@@ -80,7 +80,17 @@ __all__ = [
 log = logging.getLogger("pycable.http")
 
 MAX_BODY = 16 << 20
+#: Request heads: at most this many bytes and headers (real browsers with many cookies
+#: send heads of tens of KB); beyond either, 431.
 MAX_HEAD = 64 << 10
+MAX_HEADERS = 256
+#: Seconds a request body may take to arrive once its head is complete: a body that stalls
+#: is answered 408 and closed.
+BODY_TIMEOUT = 30.0
+#: Unsent response bytes (pipelined requests whose answers the client does not read) above
+#: which the connection stops reading until they drain; also the most requests waiting.
+MAX_UNSENT = 64 << 10
+MAX_PIPELINED = 32
 #: Seconds a connection may take to send a request head (from accept, or after the previous
 #: response): a client that opens a socket and sends nothing, or dribbles, is closed.
 HEAD_TIMEOUT = 30.0
@@ -101,12 +111,15 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     413: "Payload Too Large",
+    414: "URI Too Long",
     422: "Unprocessable Entity",
     426: "Upgrade Required",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -409,7 +422,15 @@ class HttpProtocol(asyncio.Protocol):
         #: The current request's head is complete: what follows is body, not kept in ``raw``.
         self.in_body = False
         self.too_large = False
+        self.head_too_large = False
+        self.url_too_long = False
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
+        #: Reading is paused: too many answers unsent or requests waiting (pipelining).
+        self.reading_paused = False
+        #: Set while the socket's unsent bytes are under the high-water mark.
+        self.writable = asyncio.Event()
+        self.writable.set()
         #: The streaming response being written, if any.
         self.writer: StreamWriter | None = None
 
@@ -417,31 +438,62 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(high=MAX_UNSENT)  # type: ignore[attr-defined]
         self.server.http.add(self)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.http.discard(self)
         self._cancel_head_timer()
+        self._cancel_body_timer()
+        self.writable.set()
         if self.writer is not None:
             self.writer._lost()
 
     def pause_writing(self) -> None:
         if self.writer is not None:
             self.writer._paused()
+        else:  # answers the client does not read: read no more requests until they drain
+            self.writable.clear()
+            self._pause_reading()
 
     def resume_writing(self) -> None:
+        self.writable.set()
         if self.writer is not None:
             self.writer._resumed()
+        else:
+            self._maybe_resume_reading()
+
+    def _pause_reading(self) -> None:
+        transport = self.transport
+        if not self.reading_paused and transport is not None and not transport.is_closing():
+            self.reading_paused = True
+            transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        transport = self.transport
+        if not self.reading_paused or transport is None or transport.is_closing() or self.upgraded:
+            return
+        if transport.get_write_buffer_size() <= MAX_UNSENT // 2 and len(self.pending) < MAX_PIPELINED // 2:
+            self.reading_paused = False
+            transport.resume_reading()
+
+    def _arm_body_timer(self) -> None:
+        self.body_timer = rearm(self.body_timer, BODY_TIMEOUT, self._body_timeout)
+
+    def _cancel_body_timer(self) -> None:
+        self.body_timer = rearm(self.body_timer)
+
+    def _body_timeout(self) -> None:
+        self.body_timer = None
+        if self.transport is not None and not self.stopped and self.in_body:
+            self._answer_now(Response(408, b"request body timeout"))
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self.head_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._head_timeout)
+        self.head_timer = rearm(self.head_timer, HEAD_TIMEOUT, self._head_timeout)
 
     def _cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        self.head_timer = rearm(self.head_timer)
 
     def _head_timeout(self) -> None:
         self.head_timer = None
@@ -468,6 +520,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._serve_soon()
             elif self.too_large:
                 self._answer_now(Response(413, b"request body too large"))
+            elif self.head_too_large:
+                self._answer_now(Response(431, b"request head too large"))
+            elif self.url_too_long:
+                self._answer_now(Response(414, b"request URL too long"))
             else:
                 self._answer_now(Response(400, f"malformed HTTP request: {exc}".encode()))
 
@@ -481,11 +537,13 @@ class HttpProtocol(asyncio.Protocol):
         self.url += url
         self.head_size += len(url)
         if self.head_size > MAX_HEAD:
-            raise httptools.HttpParserError("request head too large")
+            self.url_too_long = True
+            raise httptools.HttpParserError("request URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value)
-        if self.head_size > MAX_HEAD:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD or len(self.headers) >= MAX_HEADERS:
+            self.head_too_large = True
             raise httptools.HttpParserError("request head too large")
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
@@ -499,10 +557,16 @@ class HttpProtocol(asyncio.Protocol):
         headers = request.headers
         has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
         early = None
-        if route is not None:
+        if request.path in self.options.ws_paths:
+            early = Response(426, b"WebSocket upgrade required")
+        elif route is None:  # nothing here takes a body: answer before reading it
+            early = Response(404, b"not found")
+        else:
             request.max_body = route.max_body
             if route.check is not None:
                 early = route.check(request)
+            if early is None and has_body and route.max_body <= 0:
+                early = Response(413, b"this path takes no request body")
         if early is None and has_body:
             try:
                 declared = int(headers.get("content-length", "0"))
@@ -517,6 +581,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.stopped = True
                 raise _Stop()
             return
+        if has_body:
+            self._arm_body_timer()
         if has_body and headers.get("expect", "").lower() == "100-continue" and not self.busy and not self.pending:
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -534,11 +600,14 @@ class HttpProtocol(asyncio.Protocol):
             return  # handled by HttpParserUpgrade
         request = self.request
         assert request is not None
+        self._cancel_body_timer()
         request.body = b"".join(self.body)
         self.body = []
         self.raw.clear()  # requests are not pipelined into an upgrade; keep the buffer small
         self.in_body = False
         self.pending.append((request, self.early, self.parser.should_keep_alive()))
+        if len(self.pending) >= MAX_PIPELINED:
+            self._pause_reading()
         self._serve_soon()
 
     def _new_request(self) -> Request:
@@ -565,6 +634,7 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_now(self, response: Response) -> None:
         """A request that cannot be parsed: answer it after those pending, then close."""
         self.stopped = True
+        self._cancel_body_timer()
         request = Request("GET", "", "", [], {}, [], "")
         self.pending.append((request, response, False))
         self._serve_soon()
@@ -598,6 +668,8 @@ class HttpProtocol(asyncio.Protocol):
                     await self._stream(request, result)
                     return
                 self._respond(request, result, close)
+                if not self.writable.is_set():  # the client does not read its answers: wait
+                    await self.writable.wait()
         finally:
             self.busy = False
             transport = self.transport
@@ -605,6 +677,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self.stopped and self.writer is None:
                     transport.close()
                 else:
+                    self._maybe_resume_reading()
                     self._arm_head_timer()  # the next request on this connection
 
     def _respond(self, request: Request, response: Response, close: bool) -> None:
@@ -664,15 +737,12 @@ class HttpProtocol(asyncio.Protocol):
             select_subprotocol=_select_subprotocol,
             max_size=opts.max_message_size,
         )
-        proto.receive_data(head)
-        events = proto.events_received()
-        if not events or not isinstance(events[0], WSRequest):
-            self._answer_now(Response(400, b"malformed upgrade request"))
-            return
+        # The request as httptools parsed it (websockets' own parser would refuse a line over
+        # 8 KiB or more than 128 headers, which browsers with many cookies send).
         if self.busy or self.pending:  # an upgrade pipelined behind a request: not supported
             self._answer_now(Response(400, b"malformed upgrade request"))
             return
-        response = proto.accept(events[0])
+        response = proto.accept(WSRequest(self.url.decode("latin-1"), headers))
         if opts.version:
             response.headers["X-AnyCable-Version"] = opts.version
         proto.send_response(response)

@@ -34,7 +34,7 @@ from pycable.node.port import Handshake, NodePort, Session
 from pycable.protocol import constants as c
 from pycable.protocol import messages
 from pycable.protocol.connection import ConnectionPolicy
-from pycable.protocol.session import ping_timestamp
+from pycable.protocol.session import ping_timestamp, redact_sid
 from pycable.protocol.sse import SSE_GET, SSE_GET_RAW, SSE_POST, SSEEncoding, ping_event, subscribe_command
 from pycable.transport._sockets import arm_timer
 from pycable.transport.http import Request, Response, ServerState, StreamResponse, StreamWriter, origin_allowed
@@ -162,7 +162,7 @@ class SSEConnection:
 
     def _too_slow(self) -> None:
         sid = self.session.sid if self.session else "-"
-        log.info("closing sid=%s: write buffer over %d bytes (too_slow)", sid, self.options.max_pending)
+        log.info("closing sid=%s: write buffer over %d bytes (too_slow)", redact_sid(sid), self.options.max_pending)
         if self.session is not None:
             self.node.closing(self.session)
         frame = self._encoding.message(messages.disconnect(c.TOO_SLOW, True))
@@ -256,7 +256,7 @@ class SSEHandler:
             why = await self.node.run(session, cmd)
             if why is not None:
                 self.node.count_malformed()
-                log.debug("dropped malformed command sid=%s: %s", session.sid, why)
+                log.debug("dropped malformed command sid=%s: %s", redact_sid(session.sid), why)
         if conn.closing or any(ident not in session.subscriptions for ident in wanted):
             conn.finish()
             return Response(401, b"subscription rejected", cors)

@@ -28,12 +28,16 @@ from pycable.protocol import messages
 from pycable.protocol.connection import Close, ConnectionPolicy, Malformed
 from pycable.protocol.encoding import WEBSOCKET
 from pycable.protocol.framing import close_frame, text_frame
-from pycable.protocol.session import ping_timestamp
+from pycable.protocol.session import ping_timestamp, redact_sid
 from pycable.transport._sockets import arm_timer, reset
 
 __all__ = ["WebSocketConnection", "WSOptions"]
 
 log = logging.getLogger("pycable.ws")
+
+#: Frames one fragmented message may have (empty continuation frames cost nothing against
+#: ``--max_message_size``, but each is a frame to parse and a list entry): beyond, close 1009.
+MAX_FRAGMENTS = 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +92,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.session: Session | None = None
         self.closing = False
+        #: Disconnected as too slow: nothing more is read or queued.
+        self.too_slow = False
         self.lost = False
         now = time.time()
         self.policy = ConnectionPolicy(interval, pong_timeout, now)
@@ -144,7 +150,12 @@ class WebSocketConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
+    def _sid(self) -> str:
+        return redact_sid(self.session.sid) if self.session else "-"
+
     def data_received(self, data: bytes) -> None:
+        if self.too_slow:
+            return  # nothing more is read, nor answered (pings), once it is too slow
         proto = self.proto
         proto.receive_data(data)
         for event in proto.events_received():
@@ -159,6 +170,11 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode is Opcode.CONT:
                 fragments = self.fragments
                 if fragments is not None:
+                    if len(fragments) >= MAX_FRAGMENTS:
+                        self.fragments = None
+                        log.info("closing sid=%s: more than %d fragments in one message", self._sid(), MAX_FRAGMENTS)
+                        self.close(c.CLOSE_TOO_BIG, "Too many fragments")
+                        break
                     fragments.append(bytes(event.data))
                     if event.fin:
                         self.fragments = None
@@ -206,9 +222,9 @@ class WebSocketConnection(asyncio.Protocol):
     def _malformed(self, bad: Malformed) -> None:
         self.node.count_malformed()
         sid = self.session.sid if self.session else "-"
-        log.debug("dropped malformed frame sid=%s: %s", sid, bad.why)
+        log.debug("dropped malformed frame sid=%s: %s", redact_sid(sid), bad.why)
         if bad.close is not None:
-            log.info("closing sid=%s: too many malformed frames", sid)
+            log.info("closing sid=%s: too many malformed frames", redact_sid(sid))
             self._close_with(bad.close)
 
     def _close_with(self, close: Close) -> None:
@@ -247,8 +263,12 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _too_slow(self) -> None:
         sid = self.session.sid if self.session else "-"
-        log.info("closing sid=%s: write buffer over %d bytes (too_slow)", sid, self.options.max_pending)
+        log.info("closing sid=%s: write buffer over %d bytes (too_slow)", redact_sid(sid), self.options.max_pending)
         self._stop_sending()
+        # A client that does not read must not make us queue more: no replies to its PINGs,
+        # no close handshake; its socket is reset after --ws_write_timeout.
+        self.too_slow = True
+        self.transport.pause_reading()
         self.transport.write(text_frame(messages.disconnect(c.TOO_SLOW, True)))
         self.transport.write(close_frame(c.CLOSE_NORMAL, "Too slow"))
         self._cancel_timer()

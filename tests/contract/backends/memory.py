@@ -6,9 +6,9 @@ from pycable.broker.memory import MemoryBroker
 from pycable.testing import FakeClock
 
 
-async def make(policy: HistoryPolicy, sessions_ttl: float, name: str) -> BrokerHandle:
+async def make(policy: HistoryPolicy, sessions_ttl: float, name: str, **options: int) -> BrokerHandle:
     clock = FakeClock()
-    broker = MemoryBroker(policy, sessions_ttl, clock=clock)
+    broker = MemoryBroker(policy, sessions_ttl, clock=clock, **options)
     await broker.start()
 
     async def advance(seconds: float) -> None:

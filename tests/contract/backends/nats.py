@@ -16,9 +16,9 @@ from pycable.broker.base import HistoryPolicy
 from pycable.broker.nats import NatsBroker
 
 
-async def make(policy: HistoryPolicy, sessions_ttl: float, name: str) -> BrokerHandle:
+async def make(policy: HistoryPolicy, sessions_ttl: float, name: str, **options: int) -> BrokerHandle:
     url = await nats_url()
-    broker = NatsBroker([url], policy, sessions_ttl, prefix=name, ready_timeout=10)
+    broker = NatsBroker([url], policy, sessions_ttl, prefix=name, ready_timeout=10, **options)
     await broker.start()
     assert broker.ready, f"the NATS broker did not become ready at {url}"
 

@@ -23,10 +23,10 @@ async def delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-async def make(policy: HistoryPolicy, sessions_ttl: float, name: str) -> BrokerHandle:
+async def make(policy: HistoryPolicy, sessions_ttl: float, name: str, **options: int) -> BrokerHandle:
     url = redis_url()
     prefix = f"pycable-test:{name}:"
-    broker = RedisBroker(aioredis.Redis.from_url(url), policy, sessions_ttl, prefix=prefix)
+    broker = RedisBroker(aioredis.Redis.from_url(url), policy, sessions_ttl, prefix=prefix, **options)
     await broker.start()
 
     async def close() -> None:
