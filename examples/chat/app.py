@@ -101,14 +101,17 @@ class ChatConnection(Connection):
 
 
 class ChatChannel(Channel):
-    """One room: ``{"channel": "ChatChannel", "room": "lobby"}`` streams from ``chat/lobby``."""
+    """One room: ``{"channel": "ChatChannel", "room": "lobby"}`` streams from ``chat/lobby``,
+    whose presence set holds who is in the room (each user once, however many tabs)."""
 
     async def subscribed(self) -> None:
         room = self.params.get("room")
         if not isinstance(room, str) or not ROOM.fullmatch(room):
             self.reject()
             return
-        self.stream_from(f"chat/{room}")
+        self.stream_from(f"chat/{room}", presence=True)
+        name = self.connection.identifiers["user"]
+        self.join_presence(name, {"name": name})
 
     async def speak(self, data: dict[str, Any]) -> None:
         """Broadcast ``{"user", "text"}`` to the room; an empty or too long text is refused."""
@@ -160,6 +163,7 @@ async def index(request: Request) -> Response:
         f'<div id="chat" data-room="{html.escape(room)}" data-user="{html.escape(name)}">'
         f'<p class="who">{html.escape(name)} in <b>#{html.escape(room)}</b>'
         ' <span id="state" data-state="idle">idle</span></p>'
+        '<p class="present">Here: <span id="present"></span></p>'
         '<ol id="messages"></ol>'
         '<form id="speak"><input name="text" maxlength="1000" autocomplete="off" autofocus>'
         "<button>Send</button></form><p id=error></p></div>"

@@ -136,6 +136,9 @@ class TestCable:
         reply = command(client, ids, "subscribe", LOBBY)
         assert reply["status"] in SUCCESS and reply["streams"] == ["chat/lobby"]
         assert transmitted(reply) == [{"identifier": LOBBY, "type": "confirm_subscription"}]
+        # the room's presence stream, joined as the user (pycable announces it to the room)
+        assert reply["presence"] == {"type": "join", "id": "ann", "info": '{"name":"ann"}'}
+        assert reply["env"]["istate"]["$p"] == "chat/lobby"
 
     @pytest.mark.parametrize("params", [{}, {"room": ""}, {"room": 7}, {"room": "a b"}])
     def test_subscribe_without_a_valid_room_is_rejected(self, client, params):

@@ -2,7 +2,7 @@
 stack ``make demo`` starts (``python -m examples.chat.demo``: a real pycable process with the
 broker preset and the app under uvicorn) on free ports.
 
-Two pages log in and share a room; one goes offline (DevTools network emulation) while the other
+Two pages log in and share a room, each showing both users as present; one goes offline (DevTools network emulation) while the other
 sends 5 messages; back online it shows all 5 exactly once, in order, without a reload, and the
 app saw a Restore, not a new Connect.
 
@@ -165,6 +165,8 @@ def test_two_pages_chat_and_a_network_loss_is_restored_without_duplicates(demo: 
                 assert texts(page) == ["annhello from ann", "bobhi ann"]
             calls = demo.rpc_calls()
             assert calls["connect"] == 2
+            for page in (ann, bob):  # presence: who is in the room
+                page.wait_for_selector('#present[data-names=\'["ann","bob"]\']', timeout=WAIT_MS)
 
             # ann's network goes away: the socket stalls, her client notices (missed pings) and drops it.
             ann_ctx.set_offline(True)

@@ -7,6 +7,7 @@ const stateEl = document.getElementById("state");
 const list = document.getElementById("messages");
 const errorEl = document.getElementById("error");
 const form = document.getElementById("speak");
+const presentEl = document.getElementById("present");
 
 // The URL comes from <meta name="action-cable-url">; the session cookie authenticates.
 const cable = createCable({ protocol: "actioncable-v1-ext-json" });
@@ -45,7 +46,30 @@ channel.on("message", (msg) => {
   li.append(user, text);
   list.append(li);
 });
-channel.on("connect", () => (root.dataset.subscribed = "true"));
+// Who is in the room: the presence set the app joins us to, kept current by join/leave events.
+let present = {};
+function showPresent() {
+  const names = Object.values(present).map((info) => (info && info.name) || "?").sort();
+  presentEl.textContent = names.join(", ");
+  presentEl.dataset.names = JSON.stringify(names);
+}
+channel.on("presence", (ev) => {
+  if (ev.type === "join") present[ev.id] = ev.info;
+  else if (ev.type === "leave") delete present[ev.id];
+  else return;
+  showPresent();
+});
+channel.on("connect", () => {
+  root.dataset.subscribed = "true";
+  channel.presence.reset();
+  channel.presence.info().then(
+    (state) => {
+      present = { ...state };
+      showPresent();
+    },
+    () => {},
+  );
+});
 channel.on("disconnect", () => (root.dataset.subscribed = "false"));
 channel.on("error", () => showState(cable.state, "subscription rejected"));
 
