@@ -153,8 +153,11 @@ async def test_resubscribes_after_nats_restarts_and_survives_it_being_down():
     await b.start(rb)
     try:
         await b.subscribe("s")
+        # subscribe() bounds its wait for NATS to confirm the SUB to 2 s, which a loaded
+        # machine can exceed: await the confirmation before relying on it.
+        await b.conn.nc.flush(timeout=30)
         await a.broadcast(StreamMessage("s", "before"))
-        await rb.until(lambda: len(rb.messages) == 1)
+        await rb.until(lambda: len(rb.messages) == 1, timeout=30)
         await server.shutdown()
         # Down: local delivery goes on, nothing raises.
         await a.broadcast(StreamMessage("s", "while down"))

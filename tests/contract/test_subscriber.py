@@ -35,8 +35,8 @@ class Cluster:
     make: Callable[[], Awaitable[Subscriber]]
     cut: Callable[[Subscriber], Awaitable[None]]
     down: Callable[[], Awaitable[Subscriber]]
-    #: Waits until the backend confirmed a started node's subscriptions, where its own
-    #: start() bounds that wait (NATS: a 2 s flush, which a loaded machine can pass).
+    #: Waits until the backend confirmed a node's subscriptions, where its own start() and
+    #: subscribe() bound that wait (NATS: a 2 s flush, which a loaded machine can pass).
     settle: Callable[[Subscriber], Awaitable[None]] | None = None
     made: list[Subscriber] = field(default_factory=list)
 
@@ -44,9 +44,19 @@ class Cluster:
         sub, rec = await self.make(), RecordingHandler()
         await sub.start(rec)
         self.made.append(sub)
+        await self.settled(sub)
+        return sub, rec
+
+    async def subscribe(self, sub: Subscriber, *streams: str) -> None:
+        """Subscribe *sub* to *streams* and wait until the backend confirmed it: subscribe()
+        bounds its own wait for that (2 s), which a loaded machine can exceed."""
+        for stream in streams:
+            await sub.subscribe(stream)
+        await self.settled(sub)
+
+    async def settled(self, sub: Subscriber) -> None:
         if self.settle is not None:
             await self.settle(sub)
-        return sub, rec
 
 
 async def _local() -> AsyncIterator[Cluster]:
@@ -175,7 +185,7 @@ async def test_delivered_here_at_once_and_never_echoed(cluster: Cluster) -> None
         await a.broadcast(m)
     assert ra.messages == sent, "handed to this node's handler at once"
     if a.is_multi_node:
-        await b.subscribe("s")
+        await cluster.subscribe(b, "s")
         marker = StreamMessage("s", "marker")
         await b.broadcast(marker)  # once it is here, anything echoed before it is here too
         await ra.until(lambda: marker in ra.messages, timeout=30)
@@ -185,7 +195,7 @@ async def test_delivered_here_at_once_and_never_echoed(cluster: Cluster) -> None
 async def test_one_nodes_messages_arrive_once_in_order_where_subscribed(cluster: Cluster) -> None:
     (a, _), (b, rb), (_c, rc) = await cluster.node(), await cluster.node(), await cluster.node()
     multi_node(a)
-    await b.subscribe("ordered")
+    await cluster.subscribe(b, "ordered")
     sent = msgs("ordered", 200)
     for m in sent:
         await a.broadcast(m)
@@ -193,7 +203,7 @@ async def test_one_nodes_messages_arrive_once_in_order_where_subscribed(cluster:
     assert rb.messages == sent, "once each, in order, offsets and epoch kept"
     assert rc.messages == [], "not subscribed: nothing"
     await b.unsubscribe("ordered")
-    await b.subscribe("other")
+    await cluster.subscribe(b, "other")
     await a.broadcast(StreamMessage("ordered", "late"))
     await a.broadcast(StreamMessage("other", "sync"))
     await rb.until(lambda: rb.messages[-1].data == "sync", timeout=30)
@@ -225,8 +235,7 @@ async def test_subscriptions_are_live_again_after_a_reconnect(cluster: Cluster) 
     (a, _), (b, rb) = await cluster.node(), await cluster.node()
     multi_node(a)
     streams = [f"s{i}" for i in range(120)]
-    for s in streams:
-        await b.subscribe(s)
+    await cluster.subscribe(b, *streams)
     await cluster.cut(b)  # NATS: the server restarts for every node; cut() waits for them all
     expected: list[Any] = []
     for s in (streams[0], streams[-1]):
