@@ -258,5 +258,4 @@ def from_config(config: Config) -> MemoryBroker:
         max_bytes=config.history_max_bytes,
         session_max_size=config.sessions_max_entry_size,
         sessions_cache_size=config.sessions_max_cache_size,
-        max_bytes=config.history_max_bytes,
     )
