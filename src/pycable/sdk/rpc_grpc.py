@@ -21,8 +21,12 @@ from pycable.sdk.dispatch import dispatch
 try:
     from pycable.rpc._pb import anycable_pb2 as pb
     from pycable.rpc._pb import anycable_pb2_grpc as pb_grpc
-except ImportError as exc:  # pragma: no cover - depends on the build
-    raise ImportError(f"the gRPC code generated from anycable.proto is missing ({exc}): run `make proto`") from None
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f"the gRPC code generated from anycable.proto is unavailable ({exc}): install pycable with the grpc extra, "
+        "pip install 'pycable[sdk,grpc]' (it is generated when the package is built; in a source checkout: "
+        "make install, or make proto after editing anycable.proto)"
+    ) from None
 
 if TYPE_CHECKING:
     from pycable.sdk.application import Application
